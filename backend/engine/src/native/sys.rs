@@ -1,0 +1,105 @@
+//! The engine's only `unsafe` code: thin wrappers over the few system calls that have no safe
+//! binding (fork, poll on raw fds, signal dispositions, adopting received fds). Each wrapper
+//! states the condition that makes it sound.
+
+use std::os::fd::{FromRawFd, OwnedFd, RawFd};
+
+/// Result of [`fork`].
+pub enum Forked {
+    Parent,
+    Child,
+}
+
+/// Forks the calling process.
+///
+/// Only sound while the process is single-threaded (the shim calls it first thing, before it
+/// creates any thread or takes any lock), so the child cannot inherit a lock held elsewhere.
+pub fn fork() -> std::io::Result<Forked> {
+    // SAFETY: see the function's contract; the caller is single-threaded.
+    match unsafe { nix::unistd::fork() }.map_err(std::io::Error::from)? {
+        nix::unistd::ForkResult::Parent { .. } => Ok(Forked::Parent),
+        nix::unistd::ForkResult::Child => Ok(Forked::Child),
+    }
+}
+
+/// Restores default dispositions for every catchable signal and empties the signal mask.
+///
+/// Rust ignores SIGPIPE and the shim blocks SIGCHLD/SIGTERM for its signalfd; both would survive
+/// `execve` into the container's process. Called in the container's init just before exec.
+pub fn reset_signals_for_exec() {
+    for signal in 1..libc::SIGRTMAX() {
+        if signal == libc::SIGKILL || signal == libc::SIGSTOP {
+            continue;
+        }
+        // SAFETY: installing SIG_DFL runs no handler code; invalid numbers just fail with EINVAL.
+        unsafe {
+            libc::signal(signal, libc::SIG_DFL);
+        }
+    }
+    let _ = nix::sys::signal::sigprocmask(
+        nix::sys::signal::SigmaskHow::SIG_SETMASK,
+        Some(&nix::sys::signal::SigSet::empty()),
+        None,
+    );
+}
+
+/// `poll(2)` over raw descriptors. Returns the number of ready entries (0 on timeout);
+/// EINTR is reported as 0 ready entries.
+pub fn poll(fds: &mut [libc::pollfd], timeout_ms: i32) -> std::io::Result<usize> {
+    // SAFETY: the pointer and length come from a valid mutable slice of pollfd structs.
+    let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout_ms) };
+    if n < 0 {
+        let err = std::io::Error::last_os_error();
+        if err.raw_os_error() == Some(libc::EINTR) {
+            return Ok(0);
+        }
+        return Err(err);
+    }
+    Ok(n as usize)
+}
+
+/// Takes ownership of a descriptor that the kernel just handed us (SCM_RIGHTS).
+///
+/// Sound because a descriptor received with `recvmsg` is new in this process and owned by no
+/// other object.
+pub fn adopt_received_fd(fd: RawFd) -> OwnedFd {
+    // SAFETY: see above.
+    unsafe { OwnedFd::from_raw_fd(fd) }
+}
+
+/// Sets the window size of a terminal.
+pub fn set_window_size(fd: RawFd, rows: u16, cols: u16) -> std::io::Result<()> {
+    let size = libc::winsize {
+        ws_row: rows,
+        ws_col: cols,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: TIOCSWINSZ reads a winsize struct from a valid pointer; a bad fd fails with EBADF.
+    let rc = unsafe { libc::ioctl(fd, libc::TIOCSWINSZ, &size) };
+    if rc < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Borrows a descriptor that the caller keeps open for the duration of the borrow.
+pub fn borrow_fd(fd: RawFd) -> std::os::fd::BorrowedFd<'static> {
+    // SAFETY: callers only pass descriptors owned by a live `OwnedFd` in the shim, used for a
+    // single write call while that owner is alive.
+    unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) }
+}
+
+/// `lgetxattr(2)`: the attribute's length, or `None` when it is absent or unreadable.
+pub fn lgetxattr(path: &std::ffi::CStr, name: &std::ffi::CStr, value: &mut [u8]) -> Option<usize> {
+    // SAFETY: both strings are NUL-terminated and the buffer pointer/length describe `value`.
+    let n = unsafe {
+        libc::lgetxattr(
+            path.as_ptr(),
+            name.as_ptr(),
+            value.as_mut_ptr().cast(),
+            value.len(),
+        )
+    };
+    (n >= 0).then_some(n as usize)
+}

@@ -1,0 +1,41 @@
+//! The `porthole` binary: `porthole serve` runs the server; `porthole shim` is the per-container
+//! shim the native engine re-executes (it must be dispatched before any thread exists).
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use porthole::cli::{Cli, Command};
+
+fn main() -> ExitCode {
+    // The shim forks containers with libcontainer, which is only safe while the process is
+    // single-threaded: dispatch it before clap, tracing or tokio can start anything.
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if args.get(1).is_some_and(|a| a == "shim") {
+        return porthole_engine::native::shim::main(&args[2..]);
+    }
+
+    let cli = Cli::parse();
+    porthole::telemetry::init(&cli.log);
+    match cli.command {
+        Command::Serve(options) => {
+            let runtime = match tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(runtime) => runtime,
+                Err(err) => {
+                    eprintln!("porthole: cannot start the async runtime: {err}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            match runtime.block_on(porthole::serve(options)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(err) => {
+                    tracing::error!("{err:#}");
+                    eprintln!("porthole: {err}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}
