@@ -15,10 +15,7 @@ use crate::AppState;
 struct EmbeddedAssets;
 
 /// `GET /static/{*path}`.
-pub async fn serve_asset(
-    State(state): State<AppState>,
-    UrlPath(path): UrlPath<String>,
-) -> Response {
+pub async fn serve_asset(State(state): State<AppState>, UrlPath(path): UrlPath<String>) -> Response {
     let body = match &state.static_dir {
         Some(dir) => read_from_dir(dir, &path).await,
         None => EmbeddedAssets::get(&path).map(|file| file.data.into_owned()),
@@ -30,9 +27,7 @@ pub async fn serve_asset(
             if let Ok(value) = HeaderValue::from_str(mime.as_ref()) {
                 response.headers_mut().insert(header::CONTENT_TYPE, value);
             }
-            response
-                .headers_mut()
-                .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+            response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
             response
         }
         None => (StatusCode::NOT_FOUND, "no such asset").into_response(),
@@ -42,10 +37,7 @@ pub async fn serve_asset(
 /// Reads `path` below `dir`, refusing anything that could step outside it.
 async fn read_from_dir(dir: &Path, path: &str) -> Option<Vec<u8>> {
     let relative = PathBuf::from(path);
-    if !relative
-        .components()
-        .all(|c| matches!(c, Component::Normal(_)))
-    {
+    if !relative.components().all(|c| matches!(c, Component::Normal(_))) {
         return None;
     }
     tokio::fs::read(dir.join(relative)).await.ok()
@@ -59,10 +51,7 @@ mod tests {
     async fn directory_assets_cannot_escape_the_directory() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("a.txt"), b"hello").unwrap();
-        assert_eq!(
-            read_from_dir(dir.path(), "a.txt").await.as_deref(),
-            Some(&b"hello"[..])
-        );
+        assert_eq!(read_from_dir(dir.path(), "a.txt").await.as_deref(), Some(&b"hello"[..]));
         assert_eq!(read_from_dir(dir.path(), "../etc/passwd").await, None);
         assert_eq!(read_from_dir(dir.path(), "/etc/passwd").await, None);
     }

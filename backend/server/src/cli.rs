@@ -7,11 +7,7 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 
 #[derive(Debug, Parser)]
-#[command(
-    name = "porthole",
-    version,
-    about = "Containers with live, shared terminals in the browser."
-)]
+#[command(name = "porthole", version, about = "Containers with live, shared terminals in the browser.")]
 pub struct Cli {
     /// Log filter, in `tracing` syntax (e.g. `info`, `porthole=debug,tower_http=info`).
     #[arg(long, global = true, env = "PORTHOLE_LOG", default_value = "info")]
@@ -41,4 +37,9 @@ pub struct ServeOptions {
     /// (for frontend development: rebuild and reload without recompiling).
     #[arg(long, env = "PORTHOLE_STATIC_DIR")]
     pub static_dir: Option<PathBuf>,
+
+    /// The executable to run as each container's shim (`<exe> shim ...`); defaults to this
+    /// `porthole` binary itself.
+    #[arg(long, env = "PORTHOLE_SHIM", hide = true)]
+    pub shim: Option<PathBuf>,
 }

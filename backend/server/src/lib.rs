@@ -10,8 +10,12 @@ pub mod telemetry;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use axum::extract::State;
+use axum::http::StatusCode;
 use axum::routing::get;
 use axum::{Json, Router};
+use porthole_engine::native::{NativeConfig, NativeEngine};
+use porthole_engine::Engine;
 use serde::Serialize;
 use tower_http::compression::CompressionLayer;
 use tower_http::trace::TraceLayer;
@@ -24,22 +28,28 @@ pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 #[derive(Clone)]
 pub struct AppState {
     pub static_dir: Option<Arc<PathBuf>>,
-    pub engine_name: &'static str,
+    pub engine: Arc<dyn Engine>,
 }
 
 #[derive(Debug, Serialize)]
 struct Health {
     status: &'static str,
     version: &'static str,
-    engine: &'static str,
+    engine: String,
 }
 
-async fn health(axum::extract::State(state): axum::extract::State<AppState>) -> Json<Health> {
-    Json(Health {
-        status: "ok",
-        version: VERSION,
-        engine: state.engine_name,
-    })
+/// `GET /healthz`: whether the server and its engine answer. Says nothing else about the host.
+async fn health(State(state): State<AppState>) -> (StatusCode, Json<Health>) {
+    match state.engine.info().await {
+        Ok(info) => (StatusCode::OK, Json(Health { status: "ok", version: VERSION, engine: info.backend })),
+        Err(err) => {
+            tracing::warn!("health check: engine unavailable: {}", err.detail());
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                Json(Health { status: "engine_unavailable", version: VERSION, engine: "unavailable".into() }),
+            )
+        }
+    }
 }
 
 /// The application's routes, with shared state applied.
@@ -57,32 +67,32 @@ pub fn router(state: AppState) -> Router {
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
     #[error("cannot listen on {addr}: {source}")]
-    Listen {
-        addr: std::net::SocketAddr,
-        source: std::io::Error,
-    },
+    Listen { addr: std::net::SocketAddr, source: std::io::Error },
     #[error("the server failed: {0}")]
     Server(#[source] std::io::Error),
+    #[error("cannot start the container engine: {0}")]
+    Engine(String),
 }
 
 /// Runs the server until SIGINT or SIGTERM, then finishes in-flight requests and returns.
 pub async fn serve(options: ServeOptions) -> Result<(), ServeError> {
-    let state = AppState {
-        static_dir: options.static_dir.clone().map(Arc::new),
-        engine_name: "native",
+    let shim_exe = match &options.shim {
+        Some(path) => path.clone(),
+        None => std::env::current_exe().map_err(ServeError::Server)?,
     };
+    let engine = NativeEngine::open(NativeConfig { root: options.data_dir.clone(), shim_exe, starter_image: true })
+        .await
+        .map_err(|e| {
+            tracing::error!("engine: {}", e.detail());
+            ServeError::Engine(e.message().to_string())
+        })?;
+    let state = AppState { static_dir: options.static_dir.clone().map(Arc::new), engine: Arc::new(engine) };
     let listener = tokio::net::TcpListener::bind(options.listen)
         .await
-        .map_err(|source| ServeError::Listen {
-            addr: options.listen,
-            source,
-        })?;
+        .map_err(|source| ServeError::Listen { addr: options.listen, source })?;
     let local = listener.local_addr().map_err(ServeError::Server)?;
     tracing::info!("Porthole {VERSION} listening on http://{local}/");
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown_signal())
-        .await
-        .map_err(ServeError::Server)?;
+    axum::serve(listener, router(state)).with_graceful_shutdown(shutdown_signal()).await.map_err(ServeError::Server)?;
     tracing::info!("Porthole stopped");
     Ok(())
 }

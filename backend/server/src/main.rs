@@ -18,10 +18,7 @@ fn main() -> ExitCode {
     porthole::telemetry::init(&cli.log);
     match cli.command {
         Command::Serve(options) => {
-            let runtime = match tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()
-            {
+            let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
                 Ok(runtime) => runtime,
                 Err(err) => {
                     eprintln!("porthole: cannot start the async runtime: {err}");

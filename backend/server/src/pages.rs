@@ -12,9 +12,7 @@ struct IndexPage {
 
 /// `GET /`.
 pub async fn index() -> Response {
-    render(IndexPage {
-        version: crate::VERSION,
-    })
+    render(IndexPage { version: crate::VERSION })
 }
 
 fn render(page: impl Template) -> Response {
@@ -22,11 +20,7 @@ fn render(page: impl Template) -> Response {
         Ok(html) => Html(html).into_response(),
         Err(err) => {
             tracing::error!("page template failed: {err}");
-            (
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "page could not be rendered",
-            )
-                .into_response()
+            (StatusCode::INTERNAL_SERVER_ERROR, "page could not be rendered").into_response()
         }
     }
 }

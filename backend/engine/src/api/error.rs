@@ -53,11 +53,7 @@ pub struct EngineError {
 
 impl EngineError {
     pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
-        EngineError {
-            kind,
-            message: message.into(),
-            source: None,
-        }
+        EngineError { kind, message: message.into(), source: None }
     }
 
     pub fn not_found(message: impl Into<String>) -> Self {
@@ -85,18 +81,11 @@ impl EngineError {
         context: impl Into<String>,
         source: impl Into<Box<dyn std::error::Error + Send + Sync + 'static>>,
     ) -> Self {
-        EngineError {
-            kind: ErrorKind::Internal,
-            message: context.into(),
-            source: Some(source.into()),
-        }
+        EngineError { kind: ErrorKind::Internal, message: context.into(), source: Some(source.into()) }
     }
 
     /// Attach an internal cause without changing kind or message.
-    pub fn with_source(
-        mut self,
-        source: impl Into<Box<dyn std::error::Error + Send + Sync + 'static>>,
-    ) -> Self {
+    pub fn with_source(mut self, source: impl Into<Box<dyn std::error::Error + Send + Sync + 'static>>) -> Self {
         self.source = Some(source.into());
         self
     }
@@ -113,10 +102,8 @@ impl EngineError {
     /// The full chain, for logs.
     pub fn detail(&self) -> String {
         let mut out = self.message.clone();
-        let mut cur: Option<&(dyn std::error::Error + 'static)> = self
-            .source
-            .as_deref()
-            .map(|e| e as &(dyn std::error::Error + 'static));
+        let mut cur: Option<&(dyn std::error::Error + 'static)> =
+            self.source.as_deref().map(|e| e as &(dyn std::error::Error + 'static));
         while let Some(e) = cur {
             out.push_str(": ");
             out.push_str(&e.to_string());

@@ -24,9 +24,7 @@ pub struct ProcessIo {
 
 impl std::fmt::Debug for ProcessIo {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ProcessIo")
-            .field("input", &self.input.is_some())
-            .finish_non_exhaustive()
+        f.debug_struct("ProcessIo").field("input", &self.input.is_some()).finish_non_exhaustive()
     }
 }
 
@@ -67,11 +65,7 @@ pub trait Terminals: Send + Sync {
 /// What a container says and uses: logs, stats, and the engine's event stream.
 #[async_trait]
 pub trait Monitoring: Send + Sync {
-    async fn logs(
-        &self,
-        id: &str,
-        options: LogOptions,
-    ) -> Result<BoxStream<'static, Result<LogRecord>>>;
+    async fn logs(&self, id: &str, options: LogOptions) -> Result<BoxStream<'static, Result<LogRecord>>>;
     async fn stats(&self, id: &str) -> Result<Stats>;
     /// Events from now on. A subscriber that falls behind loses the oldest events, never
     /// slowing the engine.

@@ -65,9 +65,9 @@ impl RestartPolicy {
                     .parse()
                     .map(|max_retries| RestartPolicy::OnFailure { max_retries })
                     .map_err(|_| format!("invalid restart policy {other:?}: the retry count must be a whole number")),
-                None => Err(format!(
-                    "invalid restart policy {other:?}: use no, on-failure[:N], always or unless-stopped"
-                )),
+                None => {
+                    Err(format!("invalid restart policy {other:?}: use no, on-failure[:N], always or unless-stopped"))
+                }
             },
         }
     }
@@ -102,9 +102,7 @@ pub enum Mount {
 impl Mount {
     pub fn target(&self) -> &str {
         match self {
-            Mount::Bind { target, .. }
-            | Mount::Volume { target, .. }
-            | Mount::Tmpfs { target, .. } => target,
+            Mount::Bind { target, .. } | Mount::Volume { target, .. } | Mount::Tmpfs { target, .. } => target,
         }
     }
 }
@@ -381,29 +379,17 @@ mod tests {
     fn restart_policy_parses_docker_syntax() {
         assert_eq!(RestartPolicy::parse("no"), Ok(RestartPolicy::No));
         assert_eq!(RestartPolicy::parse("always"), Ok(RestartPolicy::Always));
-        assert_eq!(
-            RestartPolicy::parse("unless-stopped"),
-            Ok(RestartPolicy::UnlessStopped)
-        );
-        assert_eq!(
-            RestartPolicy::parse("on-failure:3"),
-            Ok(RestartPolicy::OnFailure { max_retries: 3 })
-        );
-        assert_eq!(
-            RestartPolicy::parse("on-failure"),
-            Ok(RestartPolicy::OnFailure { max_retries: 0 })
-        );
-        assert!(RestartPolicy::parse("sometimes")
-            .unwrap_err()
-            .contains("sometimes"));
+        assert_eq!(RestartPolicy::parse("unless-stopped"), Ok(RestartPolicy::UnlessStopped));
+        assert_eq!(RestartPolicy::parse("on-failure:3"), Ok(RestartPolicy::OnFailure { max_retries: 3 }));
+        assert_eq!(RestartPolicy::parse("on-failure"), Ok(RestartPolicy::OnFailure { max_retries: 0 }));
+        assert!(RestartPolicy::parse("sometimes").unwrap_err().contains("sometimes"));
         assert!(RestartPolicy::parse("on-failure:x").is_err());
     }
 
     #[test]
     fn container_config_rejects_unknown_fields() {
-        let err = serde_json::from_str::<ContainerConfig>(r#"{"image":"busybox","imgae":"x"}"#)
-            .unwrap_err()
-            .to_string();
+        let err =
+            serde_json::from_str::<ContainerConfig>(r#"{"image":"busybox","imgae":"x"}"#).unwrap_err().to_string();
         assert!(err.contains("imgae"), "{err}");
     }
 
@@ -413,15 +399,8 @@ mod tests {
             image: "busybox".into(),
             restart_policy: RestartPolicy::OnFailure { max_retries: 2 },
             mounts: vec![
-                Mount::Tmpfs {
-                    target: "/run".into(),
-                    size_bytes: 1 << 20,
-                },
-                Mount::Volume {
-                    name: "data".into(),
-                    target: "/data".into(),
-                    read_only: false,
-                },
+                Mount::Tmpfs { target: "/run".into(), size_bytes: 1 << 20 },
+                Mount::Volume { name: "data".into(), target: "/data".into(), read_only: false },
             ],
             ..Default::default()
         };

@@ -44,22 +44,13 @@ pub struct ContainerCgroup {
 
 impl ContainerCgroup {
     pub fn new(cgroups_path: &Path) -> Self {
-        let relative = cgroups_path
-            .strip_prefix("/")
-            .unwrap_or(cgroups_path)
-            .to_path_buf();
-        ContainerCgroup {
-            version: CgroupVersion::detect(),
-            relative,
-        }
+        let relative = cgroups_path.strip_prefix("/").unwrap_or(cgroups_path).to_path_buf();
+        ContainerCgroup { version: CgroupVersion::detect(), relative }
     }
 
     fn file(&self, v1_controller: &str, name: &str) -> PathBuf {
         match self.version {
-            CgroupVersion::V1 => Path::new(CGROUP_ROOT)
-                .join(v1_controller)
-                .join(&self.relative)
-                .join(name),
+            CgroupVersion::V1 => Path::new(CGROUP_ROOT).join(v1_controller).join(&self.relative).join(name),
             CgroupVersion::V2 => Path::new(CGROUP_ROOT).join(&self.relative).join(name),
         }
     }
@@ -74,18 +65,13 @@ impl ContainerCgroup {
             CgroupVersion::V1 => self.read("memory", "memory.oom_control"),
             CgroupVersion::V2 => self.read("memory", "memory.events"),
         };
-        text.as_deref()
-            .and_then(|t| keyed_value(t, "oom_kill"))
-            .unwrap_or(0)
+        text.as_deref().and_then(|t| keyed_value(t, "oom_kill")).unwrap_or(0)
     }
 
     /// Total CPU time in nanoseconds.
     pub fn cpu_total_ns(&self) -> u64 {
         match self.version {
-            CgroupVersion::V1 => self
-                .read("cpuacct", "cpuacct.usage")
-                .and_then(|s| s.trim().parse().ok())
-                .unwrap_or(0),
+            CgroupVersion::V1 => self.read("cpuacct", "cpuacct.usage").and_then(|s| s.trim().parse().ok()).unwrap_or(0),
             CgroupVersion::V2 => self
                 .read("cpu", "cpu.stat")
                 .and_then(|t| keyed_value(&t, "usage_usec"))
@@ -98,10 +84,8 @@ impl ContainerCgroup {
     pub fn memory_bytes(&self) -> u64 {
         match self.version {
             CgroupVersion::V1 => {
-                let usage: u64 = self
-                    .read("memory", "memory.usage_in_bytes")
-                    .and_then(|s| s.trim().parse().ok())
-                    .unwrap_or(0);
+                let usage: u64 =
+                    self.read("memory", "memory.usage_in_bytes").and_then(|s| s.trim().parse().ok()).unwrap_or(0);
                 let inactive = self
                     .read("memory", "memory.stat")
                     .and_then(|t| keyed_value(&t, "total_inactive_file"))
@@ -109,14 +93,9 @@ impl ContainerCgroup {
                 usage.saturating_sub(inactive)
             }
             CgroupVersion::V2 => {
-                let usage: u64 = self
-                    .read("memory", "memory.current")
-                    .and_then(|s| s.trim().parse().ok())
-                    .unwrap_or(0);
-                let inactive = self
-                    .read("memory", "memory.stat")
-                    .and_then(|t| keyed_value(&t, "inactive_file"))
-                    .unwrap_or(0);
+                let usage: u64 = self.read("memory", "memory.current").and_then(|s| s.trim().parse().ok()).unwrap_or(0);
+                let inactive =
+                    self.read("memory", "memory.stat").and_then(|t| keyed_value(&t, "inactive_file")).unwrap_or(0);
                 usage.saturating_sub(inactive)
             }
         }
@@ -128,20 +107,15 @@ impl ContainerCgroup {
             CgroupVersion::V2 => "memory.max",
         };
         // v1 reports "no limit" as a huge page-aligned number, v2 as "max".
-        self.read("memory", name)
-            .and_then(|s| s.trim().parse::<u64>().ok())
-            .filter(|&limit| limit < (1u64 << 62))
+        self.read("memory", name).and_then(|s| s.trim().parse::<u64>().ok()).filter(|&limit| limit < (1u64 << 62))
     }
 
     pub fn pids(&self) -> u64 {
-        self.read("pids", "pids.current")
-            .and_then(|s| s.trim().parse().ok())
-            .unwrap_or(0)
+        self.read("pids", "pids.current").and_then(|s| s.trim().parse().ok()).unwrap_or(0)
     }
 
     pub fn pids_limit(&self) -> Option<u64> {
-        self.read("pids", "pids.max")
-            .and_then(|s| s.trim().parse().ok())
+        self.read("pids", "pids.max").and_then(|s| s.trim().parse().ok())
     }
 }
 
@@ -149,9 +123,7 @@ impl ContainerCgroup {
 fn keyed_value(text: &str, key: &str) -> Option<u64> {
     text.lines().find_map(|line| {
         let mut parts = line.split_whitespace();
-        (parts.next() == Some(key))
-            .then(|| parts.next().and_then(|v| v.parse().ok()))
-            .flatten()
+        (parts.next() == Some(key)).then(|| parts.next().and_then(|v| v.parse().ok())).flatten()
     })
 }
 

@@ -24,30 +24,22 @@ pub struct ShimConnection {
 /// Connects and sends `request`; returns the shim's answer and the open connection.
 /// A shim that is not there is `Unavailable` (the caller decides what that means).
 pub async fn open(socket: &Path, request: &Request) -> Result<(serde_json::Value, ShimConnection)> {
-    let stream = UnixStream::connect(socket).await.map_err(|e| {
-        EngineError::unavailable("the container's shim is not running").with_source(e)
-    })?;
+    let stream = UnixStream::connect(socket)
+        .await
+        .map_err(|e| EngineError::unavailable("the container's shim is not running").with_source(e))?;
     let (reader, mut writer) = stream.into_split();
     writer
         .write_all(&protocol::encode_json(FrameKind::Request, request))
         .await
         .map_err(|e| EngineError::unavailable("the container's shim went away").with_source(e))?;
-    let mut conn = ShimConnection {
-        frames: FrameReader {
-            reader,
-            decoder: FrameDecoder::default(),
-        },
-        writer,
-    };
+    let mut conn = ShimConnection { frames: FrameReader { reader, decoder: FrameDecoder::default() }, writer };
     match conn.frames.next_frame().await? {
         Some((FrameKind::Response, payload)) => {
-            let response: Response = serde_json::from_slice(&payload)
-                .map_err(|e| EngineError::internal("bad answer from the shim", e))?;
+            let response: Response =
+                serde_json::from_slice(&payload).map_err(|e| EngineError::internal("bad answer from the shim", e))?;
             Ok((response.into_result()?, conn))
         }
-        _ => Err(EngineError::unavailable(
-            "the container's shim closed the connection",
-        )),
+        _ => Err(EngineError::unavailable("the container's shim closed the connection")),
     }
 }
 
@@ -69,23 +61,13 @@ impl ShimConnection {
             let mut frames = state?;
             loop {
                 match frames.next_frame().await {
-                    Ok(Some((FrameKind::Output, payload))) => {
-                        match protocol::decode_output(&payload) {
-                            Ok((stream, _offset, data)) => {
-                                let chunk = OutputChunk {
-                                    stream,
-                                    data: Bytes::copy_from_slice(data),
-                                };
-                                return Some((Ok(chunk), Some(frames)));
-                            }
-                            Err(e) => {
-                                return Some((
-                                    Err(EngineError::internal("bad output frame", e)),
-                                    None,
-                                ))
-                            }
+                    Ok(Some((FrameKind::Output, payload))) => match protocol::decode_output(&payload) {
+                        Ok((stream, _offset, data)) => {
+                            let chunk = OutputChunk { stream, data: Bytes::copy_from_slice(data) };
+                            return Some((Ok(chunk), Some(frames)));
                         }
-                    }
+                        Err(e) => return Some((Err(EngineError::internal("bad output frame", e)), None)),
+                    },
                     Ok(Some((FrameKind::Exit, _))) | Ok(None) => return None,
                     Ok(Some(_)) => continue,
                     Err(e) => return Some((Err(e), None)),
@@ -93,15 +75,8 @@ impl ShimConnection {
             }
         })
         .boxed();
-        let input: Option<Pin<Box<dyn AsyncWrite + Send>>> = if with_input {
-            Some(Box::pin(FramedInput {
-                writer,
-                pending: Vec::new(),
-                written: 0,
-            }))
-        } else {
-            None
-        };
+        let input: Option<Pin<Box<dyn AsyncWrite + Send>>> =
+            if with_input { Some(Box::pin(FramedInput { writer, pending: Vec::new(), written: 0 })) } else { None };
         ProcessIo { output, input }
     }
 }
@@ -121,9 +96,11 @@ impl FrameReader {
                 Ok(None) => {}
                 Err(e) => return Err(EngineError::internal("bad frame from the shim", e)),
             }
-            let n = self.reader.read(&mut buf).await.map_err(|e| {
-                EngineError::unavailable("lost the connection to the shim").with_source(e)
-            })?;
+            let n = self
+                .reader
+                .read(&mut buf)
+                .await
+                .map_err(|e| EngineError::unavailable("lost the connection to the shim").with_source(e))?;
             if n == 0 {
                 return Ok(None);
             }
@@ -160,11 +137,7 @@ impl FramedInput {
 }
 
 impl AsyncWrite for FramedInput {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut TaskContext<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
         match self.poll_pending(cx) {
             Poll::Ready(Ok(())) => {}
             Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
@@ -184,10 +157,7 @@ impl AsyncWrite for FramedInput {
         }
     }
 
-    fn poll_shutdown(
-        mut self: Pin<&mut Self>,
-        cx: &mut TaskContext<'_>,
-    ) -> Poll<std::io::Result<()>> {
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<std::io::Result<()>> {
         match self.poll_pending(cx) {
             Poll::Ready(Ok(())) => {}
             other => return other,

@@ -77,18 +77,12 @@ impl Image {
             working_dir: c.working_dir.clone().filter(|w| !w.is_empty()),
             user: c.user.clone().filter(|u| !u.is_empty()),
             labels: c.labels.clone().unwrap_or_default(),
-            exposed_ports: c
-                .exposed_ports
-                .as_ref()
-                .map(|p| p.keys().cloned().collect())
-                .unwrap_or_default(),
+            exposed_ports: c.exposed_ports.as_ref().map(|p| p.keys().cloned().collect()).unwrap_or_default(),
         }
     }
 
     pub fn fs(&self) -> ImageFs<'_> {
-        ImageFs {
-            layers: &self.layers,
-        }
+        ImageFs { layers: &self.layers }
     }
 }
 
@@ -103,9 +97,7 @@ impl ImageStore {
             std::fs::create_dir_all(root.join(dir))
                 .map_err(|e| EngineError::internal("cannot create the image store", e))?;
         }
-        Ok(ImageStore {
-            root: root.to_path_buf(),
-        })
+        Ok(ImageStore { root: root.to_path_buf() })
     }
 
     fn tags_path(&self) -> PathBuf {
@@ -117,9 +109,7 @@ impl ImageStore {
     }
 
     fn config_path(&self, id: &str) -> PathBuf {
-        self.root
-            .join("configs")
-            .join(format!("{}.json", hex_of(id)))
+        self.root.join("configs").join(format!("{}.json", hex_of(id)))
     }
 
     pub fn layer_dir(&self, diff_id: &str) -> PathBuf {
@@ -132,12 +122,7 @@ impl ImageStore {
         };
         let mut ids: Vec<String> = entries
             .flatten()
-            .filter_map(|e| {
-                e.file_name()
-                    .to_str()
-                    .and_then(|n| n.strip_suffix(".json"))
-                    .map(|h| format!("sha256:{h}"))
-            })
+            .filter_map(|e| e.file_name().to_str().and_then(|n| n.strip_suffix(".json")).map(|h| format!("sha256:{h}")))
             .collect();
         ids.sort();
         ids
@@ -146,17 +131,8 @@ impl ImageStore {
     fn load(&self, id: &str) -> Result<Image> {
         let config: OciImageConfig = read_json(&self.config_path(id))
             .map_err(|e| EngineError::internal(format!("cannot read image {}", short(id)), e))?;
-        let layers = config
-            .rootfs
-            .diff_ids
-            .iter()
-            .map(|d| self.layer_dir(d))
-            .collect();
-        Ok(Image {
-            id: id.to_string(),
-            config,
-            layers,
-        })
+        let layers = config.rootfs.diff_ids.iter().map(|d| self.layer_dir(d)).collect();
+        Ok(Image { id: id.to_string(), config, layers })
     }
 
     /// Finds an image by tag (`busybox`, `busybox:1`, `docker.io/library/busybox:latest`), by
@@ -174,34 +150,20 @@ impl ImageStore {
         }
         let wanted = reference.strip_prefix("sha256:").unwrap_or(reference);
         if wanted.len() >= 4 && wanted.bytes().all(|b| b.is_ascii_hexdigit()) {
-            let matches: Vec<String> = self
-                .image_ids()
-                .into_iter()
-                .filter(|id| hex_of(id).starts_with(wanted))
-                .collect();
+            let matches: Vec<String> =
+                self.image_ids().into_iter().filter(|id| hex_of(id).starts_with(wanted)).collect();
             match matches.as_slice() {
                 [one] => return self.load(one),
                 [] => {}
-                _ => {
-                    return Err(EngineError::invalid(format!(
-                        "image id prefix {reference:?} is ambiguous"
-                    )))
-                }
+                _ => return Err(EngineError::invalid(format!("image id prefix {reference:?} is ambiguous"))),
             }
         }
         normalize_reference(reference)?;
-        Err(EngineError::not_found(format!(
-            "No such image: {}",
-            display_reference(reference)
-        )))
+        Err(EngineError::not_found(format!("No such image: {}", display_reference(reference))))
     }
 
     pub fn tags_of(&self, id: &str) -> Vec<String> {
-        self.tags()
-            .into_iter()
-            .filter(|(_, v)| v == id)
-            .map(|(k, _)| shorten_reference(&k))
-            .collect()
+        self.tags().into_iter().filter(|(_, v)| v == id).map(|(k, _)| shorten_reference(&k)).collect()
     }
 
     pub fn summary(&self, image: &Image) -> ImageSummary {
@@ -224,10 +186,7 @@ impl ImageStore {
     }
 
     pub fn list(&self) -> Vec<Image> {
-        self.image_ids()
-            .iter()
-            .filter_map(|id| self.load(id).ok())
-            .collect()
+        self.image_ids().iter().filter_map(|id| self.load(id).ok()).collect()
     }
 
     /// Tags `id` as `reference`, moving the tag if it pointed elsewhere.
@@ -235,16 +194,14 @@ impl ImageStore {
         let normal = normalize_reference(reference)?;
         let mut tags = self.tags();
         tags.insert(normal, id.to_string());
-        write_json_atomic(&self.tags_path(), &tags)
-            .map_err(|e| EngineError::internal("cannot save image tags", e))
+        write_json_atomic(&self.tags_path(), &tags).map_err(|e| EngineError::internal("cannot save image tags", e))
     }
 
     /// Removes an image's tags and config, and the layers no other image uses.
     pub fn remove(&self, image: &Image) -> Result<()> {
         let mut tags = self.tags();
         tags.retain(|_, v| v != &image.id);
-        write_json_atomic(&self.tags_path(), &tags)
-            .map_err(|e| EngineError::internal("cannot save image tags", e))?;
+        write_json_atomic(&self.tags_path(), &tags).map_err(|e| EngineError::internal("cannot save image tags", e))?;
         std::fs::remove_file(self.config_path(&image.id))
             .map_err(|e| EngineError::internal("cannot remove the image", e))?;
         let still_used: Vec<PathBuf> = self.list().into_iter().flat_map(|i| i.layers).collect();
@@ -258,35 +215,24 @@ impl ImageStore {
 
     /// Stores a single-layer image whose root filesystem is the directory `rootfs` (moved into
     /// the store), with `run` as its run defaults, and tags it. Returns the image id.
-    pub fn add_directory_image(
-        &self,
-        rootfs: &Path,
-        run: OciRunConfig,
-        reference: &str,
-    ) -> Result<String> {
-        let diff_id = format!(
-            "sha256:{}",
-            tar_digest(rootfs).map_err(|e| EngineError::internal("cannot hash the layer", e))?
-        );
+    pub fn add_directory_image(&self, rootfs: &Path, run: OciRunConfig, reference: &str) -> Result<String> {
+        let diff_id =
+            format!("sha256:{}", tar_digest(rootfs).map_err(|e| EngineError::internal("cannot hash the layer", e))?);
         let layer = self.layer_dir(&diff_id);
         if layer.exists() {
             let _ = std::fs::remove_dir_all(rootfs);
         } else {
-            std::fs::rename(rootfs, &layer)
-                .map_err(|e| EngineError::internal("cannot store the layer", e))?;
+            std::fs::rename(rootfs, &layer).map_err(|e| EngineError::internal("cannot store the layer", e))?;
         }
         let config = OciImageConfig {
             architecture: host_architecture().to_string(),
             os: "linux".into(),
             created: Some(Utc::now()),
             config: run,
-            rootfs: OciRootfs {
-                kind: "layers".into(),
-                diff_ids: vec![diff_id],
-            },
+            rootfs: OciRootfs { kind: "layers".into(), diff_ids: vec![diff_id] },
         };
-        let bytes = serde_json::to_vec(&config)
-            .map_err(|e| EngineError::internal("cannot encode the image config", e))?;
+        let bytes =
+            serde_json::to_vec(&config).map_err(|e| EngineError::internal("cannot encode the image config", e))?;
         let id = format!("sha256:{}", hex::encode(Sha256::digest(&bytes)));
         let path = self.config_path(&id);
         let tmp = path.with_extension("tmp");
@@ -313,9 +259,7 @@ impl ImageStore {
             .and_then(|()| {
                 let run = OciRunConfig {
                     cmd: Some(vec!["sh".into()]),
-                    env: Some(vec![
-                        "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into(),
-                    ]),
+                    env: Some(vec!["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into()]),
                     ..Default::default()
                 };
                 self.add_directory_image(&staging, run, STARTER_IMAGE)
@@ -326,22 +270,14 @@ impl ImageStore {
 }
 
 fn build_busybox_rootfs(busybox: &Path, dir: &Path) -> std::io::Result<()> {
-    for sub in [
-        "bin", "sbin", "usr/bin", "usr/sbin", "etc", "root", "tmp", "home", "proc", "sys", "dev",
-        "var/tmp",
-    ] {
+    for sub in ["bin", "sbin", "usr/bin", "usr/sbin", "etc", "root", "tmp", "home", "proc", "sys", "dev", "var/tmp"] {
         std::fs::create_dir_all(dir.join(sub))?;
     }
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(dir.join("tmp"), std::fs::Permissions::from_mode(0o1777))?;
     std::fs::copy(busybox, dir.join("bin/busybox"))?;
-    std::fs::set_permissions(
-        dir.join("bin/busybox"),
-        std::fs::Permissions::from_mode(0o755),
-    )?;
-    let list = std::process::Command::new(busybox)
-        .arg("--list-full")
-        .output()?;
+    std::fs::set_permissions(dir.join("bin/busybox"), std::fs::Permissions::from_mode(0o755))?;
+    let list = std::process::Command::new(busybox).arg("--list-full").output()?;
     for applet in String::from_utf8_lossy(&list.stdout).lines() {
         let applet = applet.trim().trim_start_matches('/');
         if applet.is_empty() || applet == "bin/busybox" || applet.contains("..") {
@@ -422,11 +358,7 @@ fn short(id: &str) -> &str {
 /// Docker's reference normalisation: `busybox` → `docker.io/library/busybox:latest`.
 pub fn normalize_reference(reference: &str) -> Result<String> {
     let invalid = || EngineError::invalid(format!("invalid image reference {reference:?}"));
-    if reference.is_empty()
-        || reference.len() > 255
-        || reference
-            .chars()
-            .any(|c| c.is_whitespace() || c.is_uppercase())
+    if reference.is_empty() || reference.len() > 255 || reference.chars().any(|c| c.is_whitespace() || c.is_uppercase())
     {
         return Err(invalid());
     }
@@ -439,13 +371,10 @@ pub fn normalize_reference(reference: &str) -> Result<String> {
         _ => (name.to_string(), None),
     };
     let first = repo.split('/').next().unwrap_or_default();
-    let has_registry =
-        repo.contains('/') && (first.contains('.') || first.contains(':') || first == "localhost");
+    let has_registry = repo.contains('/') && (first.contains('.') || first.contains(':') || first == "localhost");
     if has_registry {
         let host_ok = match first.split_once(':') {
-            Some((host, port)) => {
-                !host.is_empty() && !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit())
-            }
+            Some((host, port)) => !host.is_empty() && !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()),
             None => !first.is_empty(),
         };
         if !host_ok {
@@ -458,21 +387,13 @@ pub fn normalize_reference(reference: &str) -> Result<String> {
         repo = format!("docker.io/{repo}");
     }
     let path_ok = repo.split('/').skip(1).all(|part| {
-        !part.is_empty()
-            && part
-                .chars()
-                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "._-".contains(c))
+        !part.is_empty() && part.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "._-".contains(c))
     });
     if !path_ok {
         return Err(invalid());
     }
     if let Some(t) = tag {
-        if t.is_empty()
-            || t.len() > 128
-            || !t
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
-        {
+        if t.is_empty() || t.len() > 128 || !t.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c)) {
             return Err(invalid());
         }
     }
@@ -492,9 +413,7 @@ pub fn shorten_reference(normal: &str) -> String {
 }
 
 fn display_reference(reference: &str) -> String {
-    normalize_reference(reference)
-        .map(|n| shorten_reference(&n))
-        .unwrap_or_else(|_| reference.to_string())
+    normalize_reference(reference).map(|n| shorten_reference(&n)).unwrap_or_else(|_| reference.to_string())
 }
 
 /// Reads an image's files through its layers as overlayfs would show them.
@@ -634,26 +553,11 @@ mod tests {
 
     #[test]
     fn references_normalise_like_docker() {
-        assert_eq!(
-            normalize_reference("busybox").unwrap(),
-            "docker.io/library/busybox:latest"
-        );
-        assert_eq!(
-            normalize_reference("team/app:1.2").unwrap(),
-            "docker.io/team/app:1.2"
-        );
-        assert_eq!(
-            normalize_reference("localhost:5000/app").unwrap(),
-            "localhost:5000/app:latest"
-        );
-        assert_eq!(
-            normalize_reference("reg.example:5000/a/b:v1").unwrap(),
-            "reg.example:5000/a/b:v1"
-        );
-        assert_eq!(
-            shorten_reference("docker.io/library/busybox:latest"),
-            "busybox:latest"
-        );
+        assert_eq!(normalize_reference("busybox").unwrap(), "docker.io/library/busybox:latest");
+        assert_eq!(normalize_reference("team/app:1.2").unwrap(), "docker.io/team/app:1.2");
+        assert_eq!(normalize_reference("localhost:5000/app").unwrap(), "localhost:5000/app:latest");
+        assert_eq!(normalize_reference("reg.example:5000/a/b:v1").unwrap(), "reg.example:5000/a/b:v1");
+        assert_eq!(shorten_reference("docker.io/library/busybox:latest"), "busybox:latest");
         for bad in ["", "Busybox", "has space", "a//b", "app:", "app:bad/tag"] {
             assert!(normalize_reference(bad).is_err(), "{bad:?}");
         }
@@ -673,24 +577,11 @@ mod tests {
     #[test]
     fn upper_layers_hide_and_replace_lower_files() {
         let tmp = tempfile::tempdir().unwrap();
-        let base = layer(
-            tmp.path(),
-            "base",
-            &[
-                ("etc/passwd", "base"),
-                ("etc/gone", "x"),
-                ("opaque/old", "x"),
-            ],
-        );
+        let base = layer(tmp.path(), "base", &[("etc/passwd", "base"), ("etc/gone", "x"), ("opaque/old", "x")]);
         let top = layer(
             tmp.path(),
             "top",
-            &[
-                ("etc/passwd", "top"),
-                ("etc/.wh.gone", ""),
-                ("opaque/.wh..wh..opq", ""),
-                ("opaque/new", "n"),
-            ],
+            &[("etc/passwd", "top"), ("etc/.wh.gone", ""), ("opaque/.wh..wh..opq", ""), ("opaque/new", "n")],
         );
         let layers = vec![base, top];
         let fs = ImageFs { layers: &layers };
@@ -721,17 +612,12 @@ mod tests {
         };
         let tmp = tempfile::tempdir().unwrap();
         let store = ImageStore::open(tmp.path()).unwrap();
-        let id = store
-            .ensure_starter_image()
-            .unwrap()
-            .expect("starter image");
+        let id = store.ensure_starter_image().unwrap().expect("starter image");
         let image = store.resolve("busybox").unwrap();
         assert_eq!(image.id, id);
         assert_eq!(store.tags_of(&id), vec!["busybox:latest".to_string()]);
         let path = image.run_config().env.join(":");
-        assert!(image
-            .fs()
-            .has_executable("sh", path.trim_start_matches("PATH=")));
+        assert!(image.fs().has_executable("sh", path.trim_start_matches("PATH=")));
         assert!(!image.fs().has_executable("nope", "/bin"));
         assert!(busybox.exists());
         // A second call finds the existing image instead of building another.

@@ -90,14 +90,12 @@ impl Layout {
 
     /// Short enough for `sun_path`: the socket is named after the short id.
     pub fn shim_socket(&self, id: &str) -> PathBuf {
-        self.run_dir()
-            .join(format!("{}.sock", &id[..id.len().min(16)]))
+        self.run_dir().join(format!("{}.sock", &id[..id.len().min(16)]))
     }
 
     /// The socket libcontainer sends PTY masters on; short for the same reason.
     pub fn console_socket(&self, id: &str) -> PathBuf {
-        self.run_dir()
-            .join(format!("{}.tty", &id[..id.len().min(16)]))
+        self.run_dir().join(format!("{}.tty", &id[..id.len().min(16)]))
     }
 
     /// The image layers (lowest first) the shim stacks under the container's writable layer.
@@ -203,8 +201,7 @@ pub fn write_json_atomic<T: Serialize>(path: &Path, value: &T) -> std::io::Resul
 
 pub fn read_json<T: DeserializeOwned>(path: &Path) -> std::io::Result<T> {
     let bytes = std::fs::read(path)?;
-    serde_json::from_slice(&bytes)
-        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
+    serde_json::from_slice(&bytes).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
 }
 
 #[cfg(test)]
@@ -219,10 +216,7 @@ mod tests {
         state.restart_count = 3;
         write_json_atomic(&path, &state).unwrap();
         assert_eq!(read_json::<RunState>(&path).unwrap(), state);
-        let names: Vec<_> = std::fs::read_dir(dir.path())
-            .unwrap()
-            .map(|e| e.unwrap().file_name())
-            .collect();
+        let names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
         assert_eq!(names, vec![std::ffi::OsString::from("state.json")]);
     }
 

@@ -92,10 +92,7 @@ pub struct LogLimits {
 impl Default for LogLimits {
     /// 10 MiB × 5 files: at most about 50 MiB of log per container.
     fn default() -> Self {
-        LogLimits {
-            max_file_bytes: 10 * 1024 * 1024,
-            max_files: 5,
-        }
+        LogLimits { max_file_bytes: 10 * 1024 * 1024, max_files: 5 }
     }
 }
 
@@ -190,9 +187,7 @@ impl LogWriter {
             rest = &rest[piece.len()..];
             let queued = self.size + self.buf.len() as u64;
             let record_len = (piece.len() + REC_OVERHEAD) as u64;
-            if rotation_error.is_none()
-                && queued > FILE_HEADER_LEN
-                && queued + record_len > self.limits.max_file_bytes
+            if rotation_error.is_none() && queued > FILE_HEADER_LEN && queued + record_len > self.limits.max_file_bytes
             {
                 self.append_queued()?;
                 if let Err(e) = self.rotate() {
@@ -272,10 +267,7 @@ pub fn read_logs(dir: &Path, opts: &LogOptions) -> io::Result<Vec<LogRecord>> {
 
 /// [`read_logs`], plus a [`LogCursor`] at exactly where the read stopped, so a follower neither
 /// misses nor repeats a record written between the read and the start of following.
-pub fn read_logs_with_cursor(
-    dir: &Path,
-    opts: &LogOptions,
-) -> io::Result<(Vec<LogRecord>, LogCursor)> {
+pub fn read_logs_with_cursor(dir: &Path, opts: &LogOptions) -> io::Result<(Vec<LogRecord>, LogCursor)> {
     let mut files = open_all(dir)?;
     let mut lens = Vec::with_capacity(files.len());
     for log in &files {
@@ -283,25 +275,15 @@ pub fn read_logs_with_cursor(
     }
     let sources: Vec<(&File, u64)> = files.iter().map(|log| &log.file).zip(lens).collect();
     let (records, end) = read_from(&sources, opts)?;
-    let cursor = LogCursor {
-        dir: dir.to_path_buf(),
-        offset: end,
-        current: files.pop(),
-        pending: false,
-    };
+    let cursor = LogCursor { dir: dir.to_path_buf(), offset: end, current: files.pop(), pending: false };
     Ok((records, cursor))
 }
 
 /// The reading behind [`read_logs`], over `(file, length)` pairs oldest first; also returns where
 /// the newest file's complete records end.
-fn read_from<R: ReadAt + ?Sized>(
-    files: &[(&R, u64)],
-    opts: &LogOptions,
-) -> io::Result<(Vec<LogRecord>, u64)> {
-    let mut windows: Vec<Window<'_, R>> = files
-        .iter()
-        .map(|&(src, len)| Window::new(src, FILE_HEADER_LEN, len, Direction::Backward))
-        .collect();
+fn read_from<R: ReadAt + ?Sized>(files: &[(&R, u64)], opts: &LogOptions) -> io::Result<(Vec<LogRecord>, u64)> {
+    let mut windows: Vec<Window<'_, R>> =
+        files.iter().map(|&(src, len)| Window::new(src, FILE_HEADER_LEN, len, Direction::Backward)).collect();
     let mut end = FILE_HEADER_LEN;
     if let Some(newest) = windows.last_mut() {
         // The newest file may end in a record still being written: stop before it. The window
@@ -358,10 +340,7 @@ impl LogCursor {
     /// A cursor after the last complete record now in the log in `dir` (which need not exist
     /// yet: then every record to come is new).
     pub fn at_end(dir: &Path) -> io::Result<LogCursor> {
-        let opts = LogOptions {
-            tail: Some(0),
-            ..LogOptions::default()
-        };
+        let opts = LogOptions { tail: Some(0), ..LogOptions::default() };
         Ok(read_logs_with_cursor(dir, &opts)?.1)
     }
 
@@ -386,17 +365,11 @@ impl LogCursor {
             if let Some(log) = &self.current {
                 let len = log.file.metadata()?.len().max(FILE_HEADER_LEN);
                 let mut window = Window::new(&log.file, FILE_HEADER_LEN, len, Direction::Forward);
-                let scan = scan_forward(
-                    &mut window,
-                    self.offset,
-                    next.is_some(),
-                    budget,
-                    |header, data| {
-                        if filter.wants(&header) {
-                            out.push(to_record(header, data));
-                        }
-                    },
-                )?;
+                let scan = scan_forward(&mut window, self.offset, next.is_some(), budget, |header, data| {
+                    if filter.wants(&header) {
+                        out.push(to_record(header, data));
+                    }
+                })?;
                 budget = budget.saturating_sub(scan.stop - self.offset);
                 self.offset = scan.stop;
                 if scan.exhausted {
@@ -438,13 +411,8 @@ fn find_successor(dir: &Path, generation: u64) -> io::Result<Option<LogFile>> {
     // A second look if the very next generation was not seen, in case the probe raced a
     // rotation in a way that hid it.
     for _ in 0..2 {
-        found = open_all(dir)?
-            .into_iter()
-            .find(|log| log.generation > generation);
-        if found
-            .as_ref()
-            .is_some_and(|log| log.generation == generation + 1)
-        {
+        found = open_all(dir)?.into_iter().find(|log| log.generation > generation);
+        if found.as_ref().is_some_and(|log| log.generation == generation + 1) {
             break;
         }
     }
@@ -475,12 +443,7 @@ fn open_log(path: &Path) -> io::Result<Probe> {
         return Ok(Probe::Foreign);
     };
     let meta = file.metadata()?;
-    Ok(Probe::Log(LogFile {
-        file,
-        generation,
-        dev: meta.dev(),
-        ino: meta.ino(),
-    }))
+    Ok(Probe::Log(LogFile { file, generation, dev: meta.dev(), ino: meta.ino() }))
 }
 
 /// Opens every log file of `dir`, oldest generation first.
@@ -535,26 +498,17 @@ fn file_header(generation: u64) -> [u8; FILE_HEADER_LEN as usize] {
 
 fn read_file_header<R: ReadAt + ?Sized>(src: &R) -> io::Result<Option<u64>> {
     let mut header = [0u8; FILE_HEADER_LEN as usize];
-    if read_full(src, &mut header, 0)? < header.len()
-        || header[..7] != FILE_MAGIC
-        || header[7] != FILE_VERSION
-    {
+    if read_full(src, &mut header, 0)? < header.len() || header[..7] != FILE_MAGIC || header[7] != FILE_VERSION {
         return Ok(None);
     }
-    Ok(Some(u64::from_le_bytes(
-        header[8..].try_into().unwrap_or_default(),
-    )))
+    Ok(Some(u64::from_le_bytes(header[8..].try_into().unwrap_or_default())))
 }
 
 /// Writes a new log file under a temporary name; the caller renames it into place.
 fn create_tmp(dir: &Path, generation: u64) -> io::Result<(PathBuf, File)> {
     let tmp = dir.join(format!("{LOG_FILE_NAME}{TMP_SUFFIX}"));
     remove_if_exists(&tmp)?;
-    let mut file = OpenOptions::new()
-        .read(true)
-        .append(true)
-        .create_new(true)
-        .open(&tmp)?;
+    let mut file = OpenOptions::new().read(true).append(true).create_new(true).open(&tmp)?;
     if let Err(e) = file.write_all(&file_header(generation)) {
         let _ = fs::remove_file(&tmp);
         return Err(e);
@@ -635,35 +589,22 @@ struct Header {
 
 fn parse_header(bytes: &[u8]) -> Option<Header> {
     let flags = bytes[2];
-    if bytes[0] != REC_MAGIC
-        || bytes[1] != REC_VERSION
-        || flags & !(FLAG_STDERR | FLAG_PARTIAL) != 0
-        || bytes[3] != 0
-    {
+    if bytes[0] != REC_MAGIC || bytes[1] != REC_VERSION || flags & !(FLAG_STDERR | FLAG_PARTIAL) != 0 || bytes[3] != 0 {
         return None;
     }
     let len = le_u32(&bytes[4..8]) as usize;
     if len > MAX_RECORD_DATA {
         return None;
     }
-    let stream = if flags & FLAG_STDERR != 0 {
-        StdStream::Stderr
-    } else {
-        StdStream::Stdout
-    };
+    let stream = if flags & FLAG_STDERR != 0 { StdStream::Stderr } else { StdStream::Stdout };
     let time_ns = i64::from_le_bytes(bytes[8..16].try_into().unwrap_or_default());
-    Some(Header {
-        stream,
-        len,
-        time_ns,
-    })
+    Some(Header { stream, len, time_ns })
 }
 
 /// Checks the trailer of a whole record of `len` data bytes.
 fn check_record(record: &[u8], len: usize) -> bool {
     let body = REC_HEADER_LEN + len;
-    le_u32(&record[body + 4..body + 8]) as usize == len
-        && le_u32(&record[body..body + 4]) == crc32(&record[..body])
+    le_u32(&record[body + 4..body + 8]) as usize == len && le_u32(&record[body..body + 4]) == crc32(&record[..body])
 }
 
 fn le_u32(bytes: &[u8]) -> u32 {
@@ -672,12 +613,7 @@ fn le_u32(bytes: &[u8]) -> u32 {
 
 fn to_nanos(time: DateTime<Utc>) -> i64 {
     // Beyond 1677..2262 nanoseconds overflow i64: clamp, which keeps the order.
-    time.timestamp_nanos_opt()
-        .unwrap_or(if time.timestamp() < 0 {
-            i64::MIN
-        } else {
-            i64::MAX
-        })
+    time.timestamp_nanos_opt().unwrap_or(if time.timestamp() < 0 { i64::MIN } else { i64::MAX })
 }
 
 fn to_record(header: Header, data: &[u8]) -> LogRecord {
@@ -762,14 +698,7 @@ struct Window<'a, R: ?Sized> {
 
 impl<'a, R: ReadAt + ?Sized> Window<'a, R> {
     fn new(src: &'a R, lo: u64, hi: u64, direction: Direction) -> Self {
-        Window {
-            src,
-            lo,
-            hi: hi.max(lo),
-            direction,
-            start: lo,
-            buf: Vec::new(),
-        }
+        Window { src, lo, hi: hi.max(lo), direction, start: lo, buf: Vec::new() }
     }
 
     /// The bytes `pos .. pos+len`, or `None` if they are not (or no longer) all in `lo..hi`.
@@ -812,10 +741,7 @@ enum At<'b> {
 }
 
 /// The record starting at `pos`: its header, data and end.
-fn record_at<'b, R: ReadAt + ?Sized>(
-    window: &'b mut Window<'_, R>,
-    pos: u64,
-) -> io::Result<At<'b>> {
+fn record_at<'b, R: ReadAt + ?Sized>(window: &'b mut Window<'_, R>, pos: u64) -> io::Result<At<'b>> {
     let header = match window.get(pos, REC_HEADER_LEN)? {
         None => return Ok(At::Incomplete),
         Some(bytes) => match parse_header(bytes) {
@@ -826,11 +752,9 @@ fn record_at<'b, R: ReadAt + ?Sized>(
     let total = REC_OVERHEAD + header.len;
     Ok(match window.get(pos, total)? {
         None => At::Incomplete,
-        Some(record) if check_record(record, header.len) => At::Valid(
-            header,
-            &record[REC_HEADER_LEN..REC_HEADER_LEN + header.len],
-            pos + total as u64,
-        ),
+        Some(record) if check_record(record, header.len) => {
+            At::Valid(header, &record[REC_HEADER_LEN..REC_HEADER_LEN + header.len], pos + total as u64)
+        }
         Some(_) => At::Invalid,
     })
 }
@@ -856,22 +780,16 @@ fn record_ending_at<'b, R: ReadAt + ?Sized>(
         return Ok(None);
     };
     match parse_header(record) {
-        Some(header) if header.len == len && check_record(record, len) => Ok(Some((
-            header,
-            &record[REC_HEADER_LEN..REC_HEADER_LEN + len],
-            start,
-        ))),
+        Some(header) if header.len == len && check_record(record, len) => {
+            Ok(Some((header, &record[REC_HEADER_LEN..REC_HEADER_LEN + len], start)))
+        }
         _ => Ok(None),
     }
 }
 
 /// The highest record boundary (the window's start, or the end of a valid record) below
 /// `below` and not below `floor`.
-fn boundary_before<R: ReadAt + ?Sized>(
-    window: &mut Window<'_, R>,
-    below: u64,
-    floor: u64,
-) -> io::Result<Option<u64>> {
+fn boundary_before<R: ReadAt + ?Sized>(window: &mut Window<'_, R>, below: u64, floor: u64) -> io::Result<Option<u64>> {
     let floor = floor.max(window.lo);
     let mut pos = below;
     while pos > floor {
@@ -884,10 +802,7 @@ fn boundary_before<R: ReadAt + ?Sized>(
 }
 
 /// Where the last complete record of the window ends, searching no lower than `floor`.
-fn valid_end<R: ReadAt + ?Sized>(
-    window: &mut Window<'_, R>,
-    floor: u64,
-) -> io::Result<Option<u64>> {
+fn valid_end<R: ReadAt + ?Sized>(window: &mut Window<'_, R>, floor: u64) -> io::Result<Option<u64>> {
     let hi = window.hi;
     if hi == window.lo || record_ending_at(window, hi)?.is_some() {
         return Ok(Some(hi));
@@ -939,44 +854,26 @@ fn scan_forward<R: ReadAt + ?Sized>(
     let mut pos = from;
     while pos < window.hi {
         if pos - from >= budget {
-            return Ok(Scan {
-                stop: pos,
-                exhausted: true,
-            });
+            return Ok(Scan { stop: pos, exhausted: true });
         }
         match record_at(window, pos)? {
             At::Valid(_, _, next) if next - from > budget => {
-                return Ok(Scan {
-                    stop: pos,
-                    exhausted: true,
-                });
+                return Ok(Scan { stop: pos, exhausted: true });
             }
             At::Valid(header, data, next) => {
                 visit(header, data);
                 pos = next;
             }
-            At::Incomplete if !complete => {
-                return Ok(Scan {
-                    stop: pos,
-                    exhausted: false,
-                })
-            }
+            At::Incomplete if !complete => return Ok(Scan { stop: pos, exhausted: false }),
             At::Invalid | At::Incomplete => pos = resync_forward(window, pos + 1, complete)?,
         }
     }
-    Ok(Scan {
-        stop: pos.max(from),
-        exhausted: false,
-    })
+    Ok(Scan { stop: pos.max(from), exhausted: false })
 }
 
 /// The first position from `pos` where a valid record starts; unless `complete`, also one where a
 /// record might start but is not all written yet. The window's end if there is none.
-fn resync_forward<R: ReadAt + ?Sized>(
-    window: &mut Window<'_, R>,
-    mut pos: u64,
-    complete: bool,
-) -> io::Result<u64> {
+fn resync_forward<R: ReadAt + ?Sized>(window: &mut Window<'_, R>, mut pos: u64, complete: bool) -> io::Result<u64> {
     while pos < window.hi {
         match record_at(window, pos)? {
             At::Valid(..) => return Ok(pos),
@@ -994,11 +891,7 @@ const CRC_TABLE: [u32; 256] = {
         let mut crc = i as u32;
         let mut bit = 0;
         while bit < 8 {
-            crc = if crc & 1 != 0 {
-                0xEDB8_8320 ^ (crc >> 1)
-            } else {
-                crc >> 1
-            };
+            crc = if crc & 1 != 0 { 0xEDB8_8320 ^ (crc >> 1) } else { crc >> 1 };
             bit += 1;
         }
         table[i] = crc;
@@ -1009,9 +902,7 @@ const CRC_TABLE: [u32; 256] = {
 
 /// CRC-32 (IEEE 802.3, as zlib): no dependency for the few lines it takes.
 fn crc32(bytes: &[u8]) -> u32 {
-    !bytes.iter().fold(!0u32, |crc, &b| {
-        CRC_TABLE[((crc ^ u32::from(b)) & 0xFF) as usize] ^ (crc >> 8)
-    })
+    !bytes.iter().fold(!0u32, |crc, &b| CRC_TABLE[((crc ^ u32::from(b)) & 0xFF) as usize] ^ (crc >> 8))
 }
 
 #[cfg(test)]
@@ -1031,10 +922,7 @@ mod tests {
     }
 
     fn tail(n: usize) -> LogOptions {
-        LogOptions {
-            tail: Some(n),
-            ..LogOptions::default()
-        }
+        LogOptions { tail: Some(n), ..LogOptions::default() }
     }
 
     fn data(records: &[LogRecord]) -> Vec<Vec<u8>> {
@@ -1046,21 +934,12 @@ mod tests {
     }
 
     fn small(max_file_bytes: u64, max_files: usize) -> LogLimits {
-        LogLimits {
-            max_file_bytes,
-            max_files,
-        }
+        LogLimits { max_file_bytes, max_files }
     }
 
     fn write_lines(writer: &mut LogWriter, range: std::ops::Range<usize>) {
         for i in range {
-            writer
-                .write(
-                    at(i as i64),
-                    StdStream::Stdout,
-                    format!("line {i}\n").as_bytes(),
-                )
-                .unwrap();
+            writer.write(at(i as i64), StdStream::Stdout, format!("line {i}\n").as_bytes()).unwrap();
         }
     }
 
@@ -1081,22 +960,13 @@ mod tests {
     }
 
     fn append_raw(dir: &Path, bytes: &[u8]) {
-        let mut file = OpenOptions::new()
-            .append(true)
-            .open(dir.join(LOG_FILE_NAME))
-            .unwrap();
+        let mut file = OpenOptions::new().append(true).open(dir.join(LOG_FILE_NAME)).unwrap();
         file.write_all(bytes).unwrap();
     }
 
     fn encoded(time: DateTime<Utc>, stream: StdStream, data: &[u8]) -> Vec<u8> {
         let mut buf = Vec::new();
-        encode_record(
-            &mut buf,
-            to_nanos(time),
-            stream,
-            !data.ends_with(b"\n"),
-            data,
-        );
+        encode_record(&mut buf, to_nanos(time), stream, !data.ends_with(b"\n"), data);
         buf
     }
 
@@ -1124,24 +994,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut writer = LogWriter::open(dir.path(), LogLimits::default()).unwrap();
         // "é" is C3 A9: its two bytes go in separate writes. FF FE and a lone NUL are not UTF-8.
-        let chunks: [&[u8]; 5] = [
-            b"caf\xC3",
-            b"\xA9\n",
-            b"\xFF\xFE\x00bin\r\n\n",
-            b"\x80",
-            b"tail",
-        ];
+        let chunks: [&[u8]; 5] = [b"caf\xC3", b"\xA9\n", b"\xFF\xFE\x00bin\r\n\n", b"\x80", b"tail"];
         for (i, chunk) in chunks.iter().enumerate() {
-            writer
-                .write(at(i as i64), StdStream::Stdout, chunk)
-                .unwrap();
+            writer.write(at(i as i64), StdStream::Stdout, chunk).unwrap();
         }
 
         let records = read_logs(dir.path(), &all()).unwrap();
-        let joined: Vec<u8> = records
-            .iter()
-            .flat_map(|r| r.data.iter().copied())
-            .collect();
+        let joined: Vec<u8> = records.iter().flat_map(|r| r.data.iter().copied()).collect();
         assert_eq!(joined, chunks.concat());
         assert_eq!(records[0].data.as_ref(), b"caf\xC3");
         assert_eq!(records[1].data.as_ref(), b"\xA9\n");
@@ -1153,9 +1012,7 @@ mod tests {
     fn data_is_split_at_newlines_and_long_runs_with_partials_flagged() {
         let dir = tempfile::tempdir().unwrap();
         let mut writer = LogWriter::open(dir.path(), LogLimits::default()).unwrap();
-        writer
-            .write(at(0), StdStream::Stderr, b"a\nbb\n\nccc")
-            .unwrap();
+        writer.write(at(0), StdStream::Stderr, b"a\nbb\n\nccc").unwrap();
         let long = vec![b'x'; 2 * MAX_RECORD_DATA + 100];
         writer.write(at(1), StdStream::Stdout, &long).unwrap();
 
@@ -1170,22 +1027,14 @@ mod tests {
             vec![b'x'; 100],
         ];
         assert_eq!(data(&records), expected);
-        assert!(records[..4]
-            .iter()
-            .all(|r| r.stream == StdStream::Stderr && r.time == at(0)));
+        assert!(records[..4].iter().all(|r| r.stream == StdStream::Stderr && r.time == at(0)));
 
-        let flags: Vec<u8> = raw_records(&dir.path().join(LOG_FILE_NAME))
-            .iter()
-            .map(|r| r.0)
-            .collect();
+        let flags: Vec<u8> = raw_records(&dir.path().join(LOG_FILE_NAME)).iter().map(|r| r.0).collect();
         let p = FLAG_PARTIAL;
         let e = FLAG_STDERR;
         assert_eq!(flags, vec![e, e, e, e | p, p, p, p]);
         // `tail` counts records, partial or not.
-        assert_eq!(
-            data(&read_logs(dir.path(), &tail(2)).unwrap()),
-            expected[5..]
-        );
+        assert_eq!(data(&read_logs(dir.path(), &tail(2)).unwrap()), expected[5..]);
     }
 
     #[test]
@@ -1195,19 +1044,10 @@ mod tests {
         write_lines(&mut writer, 0..30);
         assert!(dir.path().join(format!("{LOG_FILE_NAME}.3")).exists());
 
-        assert_eq!(
-            data(&read_logs(dir.path(), &tail(7)).unwrap()),
-            lines(23..30)
-        );
-        assert_eq!(
-            data(&read_logs(dir.path(), &tail(1)).unwrap()),
-            lines(29..30)
-        );
+        assert_eq!(data(&read_logs(dir.path(), &tail(7)).unwrap()), lines(23..30));
+        assert_eq!(data(&read_logs(dir.path(), &tail(1)).unwrap()), lines(29..30));
         assert_eq!(data(&read_logs(dir.path(), &tail(0)).unwrap()), lines(0..0));
-        assert_eq!(
-            data(&read_logs(dir.path(), &tail(1000)).unwrap()),
-            lines(0..30)
-        );
+        assert_eq!(data(&read_logs(dir.path(), &tail(1000)).unwrap()), lines(0..30));
         assert_eq!(data(&read_logs(dir.path(), &all()).unwrap()), lines(0..30));
     }
 
@@ -1217,31 +1057,15 @@ mod tests {
         let mut writer = LogWriter::open(dir.path(), small(150, 50)).unwrap();
         write_lines(&mut writer, 0..10);
 
-        let range = LogOptions {
-            since: Some(at(3)),
-            until: Some(at(6)),
-            ..all()
-        };
+        let range = LogOptions { since: Some(at(3)), until: Some(at(6)), ..all() };
         assert_eq!(data(&read_logs(dir.path(), &range).unwrap()), lines(3..6));
-        let since = LogOptions {
-            since: Some(at(7)),
-            ..all()
-        };
+        let since = LogOptions { since: Some(at(7)), ..all() };
         assert_eq!(data(&read_logs(dir.path(), &since).unwrap()), lines(7..10));
-        let until = LogOptions {
-            until: Some(at(2)),
-            ..all()
-        };
+        let until = LogOptions { until: Some(at(2)), ..all() };
         assert_eq!(data(&read_logs(dir.path(), &until).unwrap()), lines(0..2));
         // tail applies after the time filter.
-        let range_tail = LogOptions {
-            tail: Some(2),
-            ..range
-        };
-        assert_eq!(
-            data(&read_logs(dir.path(), &range_tail).unwrap()),
-            lines(4..6)
-        );
+        let range_tail = LogOptions { tail: Some(2), ..range };
+        assert_eq!(data(&read_logs(dir.path(), &range_tail).unwrap()), lines(4..6));
     }
 
     #[test]
@@ -1252,34 +1076,15 @@ mod tests {
         writer.write(at(1), StdStream::Stderr, b"err 1\n").unwrap();
         writer.write(at(2), StdStream::Stdout, b"out 2\n").unwrap();
 
-        let stdout = LogOptions {
-            stdout: true,
-            ..all()
-        };
-        let stderr = LogOptions {
-            stderr: true,
-            ..all()
-        };
-        let both = LogOptions {
-            stdout: true,
-            stderr: true,
-            ..all()
-        };
-        assert_eq!(
-            data(&read_logs(dir.path(), &stdout).unwrap()),
-            [b"out 1\n", b"out 2\n"]
-        );
+        let stdout = LogOptions { stdout: true, ..all() };
+        let stderr = LogOptions { stderr: true, ..all() };
+        let both = LogOptions { stdout: true, stderr: true, ..all() };
+        assert_eq!(data(&read_logs(dir.path(), &stdout).unwrap()), [b"out 1\n", b"out 2\n"]);
         assert_eq!(data(&read_logs(dir.path(), &stderr).unwrap()), [b"err 1\n"]);
         assert_eq!(read_logs(dir.path(), &both).unwrap().len(), 3);
         assert_eq!(read_logs(dir.path(), &all()).unwrap().len(), 3);
-        let stderr_tail = LogOptions {
-            tail: Some(1),
-            ..stdout
-        };
-        assert_eq!(
-            data(&read_logs(dir.path(), &stderr_tail).unwrap()),
-            [b"out 2\n"]
-        );
+        let stderr_tail = LogOptions { tail: Some(1), ..stdout };
+        assert_eq!(data(&read_logs(dir.path(), &stderr_tail).unwrap()), [b"out 2\n"]);
     }
 
     #[test]
@@ -1289,15 +1094,10 @@ mod tests {
         let mut writer = LogWriter::open(dir.path(), limits).unwrap();
         write_lines(&mut writer, 0..200);
 
-        let mut names: Vec<String> = fs::read_dir(dir.path())
-            .unwrap()
-            .map(|e| e.unwrap().file_name().into_string().unwrap())
-            .collect();
+        let mut names: Vec<String> =
+            fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
         names.sort();
-        assert_eq!(
-            names,
-            ["container.log", "container.log.1", "container.log.2"]
-        );
+        assert_eq!(names, ["container.log", "container.log.1", "container.log.2"]);
         for name in &names {
             let len = fs::metadata(dir.path().join(name)).unwrap().len();
             assert!(len <= limits.max_file_bytes, "{name} is {len} bytes");
@@ -1318,30 +1118,18 @@ mod tests {
         let mut writer = LogWriter::open(dir.path(), small(100, 1)).unwrap();
         write_lines(&mut writer, 0..20);
         assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
-        assert_eq!(
-            data(&read_logs(dir.path(), &tail(1)).unwrap()),
-            lines(19..20)
-        );
+        assert_eq!(data(&read_logs(dir.path(), &tail(1)).unwrap()), lines(19..20));
     }
 
     #[test]
     fn a_record_larger_than_the_file_limit_is_still_written() {
         let dir = tempfile::tempdir().unwrap();
         let mut writer = LogWriter::open(dir.path(), small(40, 3)).unwrap();
-        writer
-            .write(
-                at(0),
-                StdStream::Stdout,
-                b"far longer than forty bytes with framing\n",
-            )
-            .unwrap();
+        writer.write(at(0), StdStream::Stdout, b"far longer than forty bytes with framing\n").unwrap();
         writer.write(at(1), StdStream::Stdout, b"again\n").unwrap();
         assert_eq!(
             data(&read_logs(dir.path(), &all()).unwrap()),
-            [
-                b"far longer than forty bytes with framing\n".to_vec(),
-                b"again\n".to_vec()
-            ]
+            [b"far longer than forty bytes with framing\n".to_vec(), b"again\n".to_vec()]
         );
     }
 
@@ -1381,16 +1169,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut writer = LogWriter::open(dir.path(), small(120, 1)).unwrap();
         let mut cursor = LogCursor::at_end(dir.path()).unwrap();
-        let stderr = LogOptions {
-            stderr: true,
-            ..all()
-        };
+        let stderr = LogOptions { stderr: true, ..all() };
         let mut seen = Vec::new();
         for i in 0..20 {
             writer.write(at(i), StdStream::Stdout, b"out\n").unwrap();
-            writer
-                .write(at(i), StdStream::Stderr, format!("err {i}\n").as_bytes())
-                .unwrap();
+            writer.write(at(i), StdStream::Stderr, format!("err {i}\n").as_bytes()).unwrap();
             // One rotation at most per poll: with a single file, a second one would drop a file
             // the cursor never opened (retention, not a reader bug).
             seen.extend(data(&cursor.read_new(&stderr).unwrap()));
@@ -1471,16 +1254,8 @@ mod tests {
             let mut w = LogWriter::open(dir2.path(), LogLimits::default()).unwrap();
             write_lines(&mut w, 0..3);
             append_raw(dir2.path(), &record[..cut]);
-            assert_eq!(
-                data(&read_logs(dir2.path(), &all()).unwrap()),
-                lines(0..3),
-                "cut at {cut}"
-            );
-            assert_eq!(
-                data(&read_logs(dir2.path(), &tail(2)).unwrap()),
-                lines(1..3),
-                "cut at {cut}"
-            );
+            assert_eq!(data(&read_logs(dir2.path(), &all()).unwrap()), lines(0..3), "cut at {cut}");
+            assert_eq!(data(&read_logs(dir2.path(), &tail(2)).unwrap()), lines(1..3), "cut at {cut}");
         }
 
         // Half a record, as a reader would see a write in progress.
@@ -1525,10 +1300,7 @@ mod tests {
         let len = fs::metadata(dir.path().join(LOG_FILE_NAME)).unwrap().len();
 
         let mut writer = LogWriter::open(dir.path(), LogLimits::default()).unwrap();
-        assert_eq!(
-            fs::metadata(dir.path().join(LOG_FILE_NAME)).unwrap().len(),
-            len - record.len() as u64 / 2
-        );
+        assert_eq!(fs::metadata(dir.path().join(LOG_FILE_NAME)).unwrap().len(), len - record.len() as u64 / 2);
         write_lines(&mut writer, 2..4);
         assert_eq!(data(&read_logs(dir.path(), &all()).unwrap()), lines(0..4));
         assert_eq!(raw_records(&dir.path().join(LOG_FILE_NAME)).len(), 4);
@@ -1540,10 +1312,7 @@ mod tests {
         fs::write(dir.path().join(LOG_FILE_NAME), b"not a porthole log\n").unwrap();
         let mut writer = LogWriter::open(dir.path(), LogLimits::default()).unwrap();
         write_lines(&mut writer, 0..2);
-        assert_eq!(
-            fs::read(dir.path().join("container.log.1")).unwrap(),
-            b"not a porthole log\n"
-        );
+        assert_eq!(fs::read(dir.path().join("container.log.1")).unwrap(), b"not a porthole log\n");
         assert_eq!(data(&read_logs(dir.path(), &all()).unwrap()), lines(0..2));
     }
 
@@ -1564,29 +1333,16 @@ mod tests {
         bytes[start(7)] = 0;
         fs::write(&path, &bytes).unwrap();
 
-        let expected: Vec<Vec<u8>> = lines(0..10)
-            .into_iter()
-            .enumerate()
-            .filter(|(i, _)| *i != 4 && *i != 7)
-            .map(|(_, l)| l)
-            .collect();
+        let expected: Vec<Vec<u8>> =
+            lines(0..10).into_iter().enumerate().filter(|(i, _)| *i != 4 && *i != 7).map(|(_, l)| l).collect();
         assert_eq!(data(&read_logs(dir.path(), &all()).unwrap()), expected);
         assert_eq!(data(&read_logs(dir.path(), &tail(100)).unwrap()), expected);
-        assert_eq!(
-            data(&read_logs(dir.path(), &tail(4)).unwrap()),
-            expected[4..]
-        );
+        assert_eq!(data(&read_logs(dir.path(), &tail(4)).unwrap()), expected[4..]);
         assert_eq!(data(&cursor.read_new(&all()).unwrap()), expected);
 
         // Garbage between records (as an old crash could leave) is stepped over too.
         let mut bytes = fs::read(&path).unwrap();
-        bytes.splice(
-            start(2)..start(2),
-            [0xB7, 1, 0, 0, 9, 9, 9]
-                .iter()
-                .copied()
-                .chain(vec![0u8; 40]),
-        );
+        bytes.splice(start(2)..start(2), [0xB7, 1, 0, 0, 9, 9, 9].iter().copied().chain(vec![0u8; 40]));
         fs::write(&path, &bytes).unwrap();
         assert_eq!(data(&read_logs(dir.path(), &all()).unwrap()), expected);
         assert_eq!(data(&read_logs(dir.path(), &tail(100)).unwrap()), expected);
@@ -1601,44 +1357,26 @@ mod tests {
             writer.write(at(i), StdStream::Stdout, &line).unwrap();
             writer.write(at(i), StdStream::Stdout, b"\n").unwrap();
         }
-        writer
-            .write(at(20_000), StdStream::Stdout, b"last\n")
-            .unwrap();
+        writer.write(at(20_000), StdStream::Stdout, b"last\n").unwrap();
         drop(writer);
 
         let file = File::open(dir.path().join(LOG_FILE_NAME)).unwrap();
         let len = file.metadata().unwrap().len();
         assert!(len > 4_000_000);
-        let counting = Counting {
-            file: &file,
-            read: Cell::new(0),
-        };
+        let counting = Counting { file: &file, read: Cell::new(0) };
         let (records, end) = read_from(&[(&counting, len)], &tail(3)).unwrap();
         assert_eq!(end, len);
-        assert_eq!(
-            data(&records),
-            [line.clone(), b"\n".to_vec(), b"last\n".to_vec()]
-        );
+        assert_eq!(data(&records), [line.clone(), b"\n".to_vec(), b"last\n".to_vec()]);
         // One 64 KiB window, against the 5 MB a forward read takes below.
-        assert!(
-            counting.read.get() <= 80 * 1024,
-            "tail read {} bytes",
-            counting.read.get()
-        );
+        assert!(counting.read.get() <= 80 * 1024, "tail read {} bytes", counting.read.get());
 
-        let counting = Counting {
-            file: &file,
-            read: Cell::new(0),
-        };
+        let counting = Counting { file: &file, read: Cell::new(0) };
         let (records, _) = read_from(&[(&counting, len)], &all()).unwrap();
         assert_eq!(records.len(), 40_001);
         assert!(counting.read.get() >= len - FILE_HEADER_LEN);
 
         // The start of the file is never looked at: a wrecked first record does not matter.
-        let damaged = OpenOptions::new()
-            .write(true)
-            .open(dir.path().join(LOG_FILE_NAME))
-            .unwrap();
+        let damaged = OpenOptions::new().write(true).open(dir.path().join(LOG_FILE_NAME)).unwrap();
         std::os::unix::fs::FileExt::write_at(&damaged, &[0xFF; 48], FILE_HEADER_LEN).unwrap();
         assert_eq!(data(&read_logs(dir.path(), &tail(1)).unwrap()), [b"last\n"]);
     }

@@ -29,17 +29,15 @@ use tokio::io::AsyncBufReadExt;
 use tokio::sync::broadcast;
 
 use crate::api::{
-    AttachOptions, ContainerConfig, ContainerDetails, ContainerStatus, ContainerSummary,
-    Containers, Engine, EngineError, EngineInfo, ErrorKind, Event, EventAction, ExecConfig,
-    ExecDetails, ImageDetails, ImageSummary, Images, LogOptions, LogRecord, Monitoring, Mount,
-    ProcessIo, RemoveOptions, RestartPolicy, Result, Stats, Terminals, TtySize,
+    AttachOptions, ContainerConfig, ContainerDetails, ContainerStatus, ContainerSummary, Containers, Engine,
+    EngineError, EngineInfo, ErrorKind, Event, EventAction, ExecConfig, ExecDetails, ImageDetails, ImageSummary,
+    Images, LogOptions, LogRecord, Monitoring, Mount, ProcessIo, RemoveOptions, RestartPolicy, Result, Stats,
+    Terminals, TtySize,
 };
 
 use self::cgroups::{CgroupVersion, ContainerCgroup};
 use self::images::{Image, ImageStore};
-use self::layout::{
-    read_json, write_json_atomic, ContainerRecord, Layout, ResolvedProcess, RunState, MAX_ROOT_LEN,
-};
+use self::layout::{read_json, write_json_atomic, ContainerRecord, Layout, ResolvedProcess, RunState, MAX_ROOT_LEN};
 use self::protocol::{Request, ShimEvent, ShimStatus, StartReport, Target};
 
 const DEFAULT_PATH: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -98,14 +96,8 @@ impl NativeEngine {
             )));
         }
         let layout = Layout::new(&root);
-        for dir in [
-            layout.containers_dir(),
-            layout.volumes_dir(),
-            layout.runtime_root(),
-            layout.run_dir(),
-        ] {
-            std::fs::create_dir_all(&dir)
-                .map_err(|e| EngineError::internal("cannot create the data directory", e))?;
+        for dir in [layout.containers_dir(), layout.volumes_dir(), layout.runtime_root(), layout.run_dir()] {
+            std::fs::create_dir_all(&dir).map_err(|e| EngineError::internal("cannot create the data directory", e))?;
         }
         let images = ImageStore::open(&layout.images_dir())?;
         if config.starter_image {
@@ -166,8 +158,7 @@ impl NativeEngine {
                 state.exit_code.get_or_insert(255);
                 let _ = write_json_atomic(&self.inner.layout.state_path(&id), &state);
             }
-            if record.config.auto_remove && (was_running || state.status == ContainerStatus::Exited)
-            {
+            if record.config.auto_remove && (was_running || state.status == ContainerStatus::Exited) {
                 let _ = self.remove_files(&id);
                 continue;
             }
@@ -179,11 +170,7 @@ impl NativeEngine {
             };
             if restart && (state.status != ContainerStatus::Created) {
                 if let Err(e) = self.start_container(&id).await {
-                    tracing::warn!(
-                        "could not restart {} after the engine started: {}",
-                        record.name,
-                        e.detail()
-                    );
+                    tracing::warn!("could not restart {} after the engine started: {}", record.name, e.detail());
                 }
             }
         }
@@ -223,17 +210,11 @@ impl NativeEngine {
             return Err(EngineError::invalid("no container given"));
         }
         let records = self.records();
-        if let Some(r) = records
-            .iter()
-            .find(|r| r.id == reference || r.name == reference)
-        {
+        if let Some(r) = records.iter().find(|r| r.id == reference || r.name == reference) {
             return Ok(r.clone());
         }
         if names::is_hex_prefix(reference) {
-            let matches: Vec<&ContainerRecord> = records
-                .iter()
-                .filter(|r| r.id.starts_with(reference))
-                .collect();
+            let matches: Vec<&ContainerRecord> = records.iter().filter(|r| r.id.starts_with(reference)).collect();
             match matches.as_slice() {
                 [one] => return Ok((*one).clone()),
                 [] => {}
@@ -244,9 +225,7 @@ impl NativeEngine {
                 }
             }
         }
-        Err(EngineError::not_found(format!(
-            "No such container: {reference}"
-        )))
+        Err(EngineError::not_found(format!("No such container: {reference}")))
     }
 
     fn publish(&self, record: &ContainerRecord, action: EventAction) {
@@ -260,8 +239,7 @@ impl NativeEngine {
 
     async fn shim_status(&self, id: &str) -> Result<ShimStatus> {
         let value = client::call(&self.inner.layout.shim_socket(id), &Request::Status).await?;
-        serde_json::from_value(value)
-            .map_err(|e| EngineError::internal("bad status from the shim", e))
+        serde_json::from_value(value).map_err(|e| EngineError::internal("bad status from the shim", e))
     }
 
     fn remember_execs(&self, container_id: &str, status: &ShimStatus) {
@@ -269,10 +247,7 @@ impl NativeEngine {
         for exec in &status.execs {
             execs.entry(exec.id.clone()).or_insert_with(|| ExecEntry {
                 container_id: container_id.to_string(),
-                config: ExecConfig {
-                    tty: exec.terminal,
-                    ..Default::default()
-                },
+                config: ExecConfig { tty: exec.terminal, ..Default::default() },
                 process: ResolvedProcess {
                     args: Vec::new(),
                     env: Vec::new(),
@@ -292,11 +267,7 @@ impl NativeEngine {
     /// Follows a running container's shim: turns its events into engine events.
     fn ensure_monitor(&self, id: &str) {
         {
-            let mut monitored = self
-                .inner
-                .monitored
-                .lock()
-                .unwrap_or_else(|e| e.into_inner());
+            let mut monitored = self.inner.monitored.lock().unwrap_or_else(|e| e.into_inner());
             if monitored.insert(id.to_string(), ()).is_some() {
                 return;
             }
@@ -305,12 +276,7 @@ impl NativeEngine {
         let id = id.to_string();
         tokio::spawn(async move {
             engine.monitor(&id).await;
-            engine
-                .inner
-                .monitored
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .remove(&id);
+            engine.inner.monitored.lock().unwrap_or_else(|e| e.into_inner()).remove(&id);
         });
     }
 
@@ -320,9 +286,7 @@ impl NativeEngine {
         };
         let mut saw_exit = false;
         let mut removed = false;
-        if let Ok((_, mut conn)) =
-            client::open(&self.inner.layout.shim_socket(id), &Request::Monitor).await
-        {
+        if let Ok((_, mut conn)) = client::open(&self.inner.layout.shim_socket(id), &Request::Monitor).await {
             while let Ok(Some((protocol::FrameKind::Event, payload))) = conn.next_frame().await {
                 let Ok(event) = serde_json::from_slice::<ShimEvent>(&payload) else {
                     continue;
@@ -338,17 +302,8 @@ impl NativeEngine {
                     }
                     ShimEvent::Oom => self.publish(&record, EventAction::Oom),
                     ShimEvent::Restarting { .. } => self.publish(&record, EventAction::Restart),
-                    ShimEvent::ExecExited {
-                        id: exec_id,
-                        exit_code,
-                    } => {
-                        if let Some(e) = self
-                            .inner
-                            .execs
-                            .lock()
-                            .unwrap_or_else(|e| e.into_inner())
-                            .get_mut(&exec_id)
-                        {
+                    ShimEvent::ExecExited { id: exec_id, exit_code } => {
+                        if let Some(e) = self.inner.execs.lock().unwrap_or_else(|e| e.into_inner()).get_mut(&exec_id) {
                             e.exit_code = Some(exit_code);
                         }
                     }
@@ -395,13 +350,9 @@ impl NativeEngine {
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::null())
             .kill_on_drop(false);
-        let mut child = command
-            .spawn()
-            .map_err(|e| EngineError::internal("cannot start the container's shim", e))?;
-        let stdout = child
-            .stdout
-            .take()
-            .ok_or_else(|| EngineError::internal("shim", std::io::Error::other("no stdout")))?;
+        let mut child = command.spawn().map_err(|e| EngineError::internal("cannot start the container's shim", e))?;
+        let stdout =
+            child.stdout.take().ok_or_else(|| EngineError::internal("shim", std::io::Error::other("no stdout")))?;
         // The first process exits at once (it forks the long-lived shim); reap it.
         let _ = child.wait().await;
         let mut line = String::new();
@@ -421,13 +372,9 @@ impl NativeEngine {
             Ok(StartReport::Started { pid, .. }) => Ok(pid),
             Ok(StartReport::Failed { error }) => Err(EngineError::new(error.kind, error.message)),
             Err(_) => {
-                let log =
-                    std::fs::read_to_string(self.inner.layout.shim_log(id)).unwrap_or_default();
+                let log = std::fs::read_to_string(self.inner.layout.shim_log(id)).unwrap_or_default();
                 let tail: String = log.lines().rev().take(5).collect::<Vec<_>>().join(" | ");
-                Err(EngineError::internal(
-                    "the container's shim failed",
-                    std::io::Error::other(tail),
-                ))
+                Err(EngineError::internal("the container's shim failed", std::io::Error::other(tail)))
             }
         }
     }
@@ -450,12 +397,7 @@ impl NativeEngine {
 
     /// Builds the process and records for a new container, checking everything a user could
     /// have got wrong before anything is written.
-    fn plan_container(
-        &self,
-        id: &str,
-        name: String,
-        config: &ContainerConfig,
-    ) -> Result<(ContainerRecord, Image)> {
+    fn plan_container(&self, id: &str, name: String, config: &ContainerConfig) -> Result<(ContainerRecord, Image)> {
         let image = self.inner.images.resolve(&config.image)?;
         let image_config = image.run_config();
         let entrypoint = match &config.entrypoint {
@@ -470,33 +412,17 @@ impl NativeEngine {
         };
         let args: Vec<String> = entrypoint.into_iter().chain(cmd).collect();
         if args.is_empty() {
-            return Err(EngineError::invalid(
-                "no command specified: the image has none and none was given",
-            ));
+            return Err(EngineError::invalid("no command specified: the image has none and none was given"));
         }
         let env = merge_env(&image_config.env, &config.env, config.tty)?;
-        let cwd = config
-            .working_dir
-            .clone()
-            .or(image_config.working_dir.clone())
-            .unwrap_or_else(|| "/".into());
+        let cwd = config.working_dir.clone().or(image_config.working_dir.clone()).unwrap_or_else(|| "/".into());
         if !cwd.starts_with('/') {
-            return Err(EngineError::invalid(format!(
-                "the working directory must be an absolute path, not {cwd:?}"
-            )));
+            return Err(EngineError::invalid(format!("the working directory must be an absolute path, not {cwd:?}")));
         }
-        let user_spec = config
-            .user
-            .clone()
-            .or(image_config.user.clone())
-            .unwrap_or_default();
+        let user_spec = config.user.clone().or(image_config.user.clone()).unwrap_or_default();
         let fs = image.fs();
-        let passwd = fs
-            .read("/etc/passwd")
-            .map(|b| String::from_utf8_lossy(&b).into_owned());
-        let group = fs
-            .read("/etc/group")
-            .map(|b| String::from_utf8_lossy(&b).into_owned());
+        let passwd = fs.read("/etc/passwd").map(|b| String::from_utf8_lossy(&b).into_owned());
+        let group = fs.read("/etc/group").map(|b| String::from_utf8_lossy(&b).into_owned());
         let user = users::resolve_user(&user_spec, passwd.as_deref(), group.as_deref())?;
         let path_var = env
             .iter()
@@ -514,19 +440,12 @@ impl NativeEngine {
         if let Some(hostname) = &config.hostname {
             if hostname.is_empty()
                 || hostname.len() > 63
-                || !hostname
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.')
+                || !hostname.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.')
             {
-                return Err(EngineError::invalid(format!(
-                    "invalid hostname {hostname:?}"
-                )));
+                return Err(EngineError::invalid(format!("invalid hostname {hostname:?}")));
             }
         }
-        let hostname = config
-            .hostname
-            .clone()
-            .unwrap_or_else(|| names::short_id(id).to_string());
+        let hostname = config.hostname.clone().unwrap_or_else(|| names::short_id(id).to_string());
         let process = ResolvedProcess {
             args,
             env,
@@ -542,8 +461,7 @@ impl NativeEngine {
             created: Utc::now(),
             config: config.clone(),
             image: images::shorten_reference(
-                &images::normalize_reference(&config.image)
-                    .unwrap_or_else(|_| config.image.clone()),
+                &images::normalize_reference(&config.image).unwrap_or_else(|_| config.image.clone()),
             ),
             image_id: image.id.clone(),
             process,
@@ -555,44 +473,25 @@ impl NativeEngine {
     }
 
     /// The OCI spec for a container; with `materialize`, named volumes are created.
-    fn build_spec(
-        &self,
-        record: &ContainerRecord,
-        materialize: bool,
-    ) -> Result<oci_spec::runtime::Spec> {
+    fn build_spec(&self, record: &ContainerRecord, materialize: bool) -> Result<oci_spec::runtime::Spec> {
         let layout = &self.inner.layout;
         let mut mounts = Vec::new();
         for mount in &record.config.mounts {
             mounts.push(match mount {
-                Mount::Bind {
-                    source,
-                    target,
-                    read_only,
-                } => spec::SpecMount::Bind {
-                    source: source.clone(),
-                    target: target.clone(),
-                    read_only: *read_only,
-                },
-                Mount::Volume {
-                    name,
-                    target,
-                    read_only,
-                } => {
+                Mount::Bind { source, target, read_only } => {
+                    spec::SpecMount::Bind { source: source.clone(), target: target.clone(), read_only: *read_only }
+                }
+                Mount::Volume { name, target, read_only } => {
                     let data = layout.volume_data(name);
                     if materialize {
                         std::fs::create_dir_all(&data)
                             .map_err(|e| EngineError::internal("cannot create the volume", e))?;
                     }
-                    spec::SpecMount::Bind {
-                        source: data,
-                        target: target.clone(),
-                        read_only: *read_only,
-                    }
+                    spec::SpecMount::Bind { source: data, target: target.clone(), read_only: *read_only }
                 }
-                Mount::Tmpfs { target, size_bytes } => spec::SpecMount::Tmpfs {
-                    target: target.clone(),
-                    size_bytes: *size_bytes,
-                },
+                Mount::Tmpfs { target, size_bytes } => {
+                    spec::SpecMount::Tmpfs { target: target.clone(), size_bytes: *size_bytes }
+                }
             });
         }
         let p = &record.process;
@@ -623,11 +522,7 @@ impl NativeEngine {
             return Ok(());
         }
         // Rename first so a half-removed directory is never mistaken for a container.
-        let trash = self
-            .inner
-            .layout
-            .containers_dir()
-            .join(format!(".removing-{id}"));
+        let trash = self.inner.layout.containers_dir().join(format!(".removing-{id}"));
         std::fs::rename(&dir, &trash)?;
         std::fs::remove_dir_all(&trash)
     }
@@ -637,9 +532,7 @@ impl NativeEngine {
         loop {
             let state = self.state_of(id);
             let shim_gone = state.shim_pid.is_none_or(|pid| !process_alive(pid));
-            if !state.status.is_running()
-                || (shim_gone && !self.inner.layout.shim_socket(id).exists())
-            {
+            if !state.status.is_running() || (shim_gone && !self.inner.layout.shim_socket(id).exists()) {
                 return Ok(state);
             }
             if tokio::time::Instant::now() >= deadline {
@@ -686,8 +579,7 @@ fn merge_env(image: &[String], user: &[String], tty: bool) -> Result<Vec<String>
         merged.retain(|e| e.split('=').next() != Some(key));
         merged.push(entry.to_string());
     };
-    if !image.iter().any(|e| e.starts_with("PATH=")) && !user.iter().any(|e| e.starts_with("PATH="))
-    {
+    if !image.iter().any(|e| e.starts_with("PATH=")) && !user.iter().any(|e| e.starts_with("PATH=")) {
         put(DEFAULT_PATH);
     }
     for e in image {
@@ -698,9 +590,7 @@ fn merge_env(image: &[String], user: &[String], tty: bool) -> Result<Vec<String>
     }
     for e in user {
         if e.is_empty() || e.starts_with('=') || !e.contains('=') || e.contains('\0') {
-            return Err(EngineError::invalid(format!(
-                "invalid environment entry {e:?}: use KEY=value"
-            )));
+            return Err(EngineError::invalid(format!("invalid environment entry {e:?}: use KEY=value")));
         }
         put(e);
     }
@@ -725,9 +615,7 @@ fn validate_mount(mount: &Mount) -> Result<()> {
         }
         Mount::Volume { name, .. } => {
             names::validate_name(name).map_err(|_| {
-                EngineError::invalid(format!(
-                    "invalid volume name {name:?}: use letters, digits, '_', '.' and '-'"
-                ))
+                EngineError::invalid(format!("invalid volume name {name:?}: use letters, digits, '_', '.' and '-'"))
             })?;
         }
         Mount::Tmpfs { .. } => {}
@@ -744,11 +632,7 @@ pub fn parse_signal(signal: &str) -> Result<i32> {
         }
     } else {
         let upper = s.to_ascii_uppercase();
-        let name = if upper.starts_with("SIG") {
-            upper
-        } else {
-            format!("SIG{upper}")
-        };
+        let name = if upper.starts_with("SIG") { upper } else { format!("SIG{upper}") };
         if let Ok(sig) = name.parse::<nix::sys::signal::Signal>() {
             return Ok(sig as i32);
         }
@@ -775,12 +659,7 @@ impl Containers for NativeEngine {
             None => (0..20)
                 .map(names::generate_name)
                 .find(|n| !records.iter().any(|r| &r.name == n))
-                .ok_or_else(|| {
-                    EngineError::internal(
-                        "cannot pick a free name",
-                        std::io::Error::other("exhausted"),
-                    )
-                })?,
+                .ok_or_else(|| EngineError::internal("cannot pick a free name", std::io::Error::other("exhausted")))?,
         };
         let id = names::new_id();
         let engine = self.clone();
@@ -841,17 +720,13 @@ impl Containers for NativeEngine {
         if !state.status.is_running() {
             return Ok(());
         }
-        let request = Request::Stop {
-            signal: libc::SIGTERM,
-            grace_ms: grace.as_millis() as u64,
-        };
+        let request = Request::Stop { signal: libc::SIGTERM, grace_ms: grace.as_millis() as u64 };
         match client::call(&self.inner.layout.shim_socket(&record.id), &request).await {
             Ok(_) => {}
             Err(e) if e.kind() == ErrorKind::Unavailable => {}
             Err(e) => return Err(e),
         }
-        self.wait_until_not_running(&record.id, grace + Duration::from_secs(15))
-            .await?;
+        self.wait_until_not_running(&record.id, grace + Duration::from_secs(15)).await?;
         Ok(())
     }
 
@@ -864,17 +739,9 @@ impl Containers for NativeEngine {
         let record = self.find(id)?;
         let signal = parse_signal(signal)?;
         if !self.state_of(&record.id).status.is_running() {
-            return Err(EngineError::conflict(format!(
-                "container {} is not running",
-                record.name
-            )));
+            return Err(EngineError::conflict(format!("container {} is not running", record.name)));
         }
-        client::call(
-            &self.inner.layout.shim_socket(&record.id),
-            &Request::Kill { signal },
-        )
-        .await
-        .map(|_| ())
+        client::call(&self.inner.layout.shim_socket(&record.id), &Request::Kill { signal }).await.map(|_| ())
     }
 
     async fn remove_container(&self, id: &str, options: RemoveOptions) -> Result<()> {
@@ -895,20 +762,14 @@ impl Containers for NativeEngine {
             .await
             .map_err(|e| EngineError::internal("remove task failed", e))?
             .map_err(|e| EngineError::internal("cannot remove the container's files", e))?;
-        self.inner
-            .execs
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .retain(|_, e| e.container_id != record.id);
+        self.inner.execs.lock().unwrap_or_else(|e| e.into_inner()).retain(|_, e| e.container_id != record.id);
         self.publish(&record, EventAction::Destroy);
         Ok(())
     }
 
     async fn wait_container(&self, id: &str) -> Result<i64> {
         let record = self.find(id)?;
-        let state = self
-            .wait_until_not_running(&record.id, Duration::MAX / 4)
-            .await?;
+        let state = self.wait_until_not_running(&record.id, Duration::MAX / 4).await?;
         Ok(state.exit_code.unwrap_or(0))
     }
 
@@ -943,11 +804,7 @@ impl Containers for NativeEngine {
 impl Terminals for NativeEngine {
     async fn attach(&self, id: &str, options: AttachOptions) -> Result<ProcessIo> {
         let record = self.find(id)?;
-        let request = Request::Attach {
-            target: Target::Main,
-            history: options.history,
-            from_offset: None,
-        };
+        let request = Request::Attach { target: Target::Main, history: options.history, from_offset: None };
         let (_, conn) = client::open(&self.inner.layout.shim_socket(&record.id), &request)
             .await
             .map_err(|e| not_running_if_unavailable(e, &record.name))?;
@@ -956,11 +813,7 @@ impl Terminals for NativeEngine {
 
     async fn resize_tty(&self, id: &str, size: TtySize) -> Result<()> {
         let record = self.find(id)?;
-        let request = Request::Resize {
-            target: Target::Main,
-            rows: size.rows,
-            cols: size.cols,
-        };
+        let request = Request::Resize { target: Target::Main, rows: size.rows, cols: size.cols };
         client::call(&self.inner.layout.shim_socket(&record.id), &request)
             .await
             .map(|_| ())
@@ -970,10 +823,7 @@ impl Terminals for NativeEngine {
     async fn create_exec(&self, container_id: &str, config: ExecConfig) -> Result<String> {
         let record = self.find(container_id)?;
         if !self.state_of(&record.id).status.is_running() {
-            return Err(EngineError::conflict(format!(
-                "container {} is not running",
-                record.name
-            )));
+            return Err(EngineError::conflict(format!("container {} is not running", record.name)));
         }
         if config.cmd.is_empty() {
             return Err(EngineError::invalid("no command specified for exec"));
@@ -986,37 +836,18 @@ impl Terminals for NativeEngine {
                 let rootfs = self.inner.layout.rootfs(&record.id);
                 let passwd = std::fs::read_to_string(rootfs.join("etc/passwd"))
                     .ok()
-                    .or_else(|| {
-                        image
-                            .fs()
-                            .read("/etc/passwd")
-                            .map(|b| String::from_utf8_lossy(&b).into_owned())
-                    });
+                    .or_else(|| image.fs().read("/etc/passwd").map(|b| String::from_utf8_lossy(&b).into_owned()));
                 let group = std::fs::read_to_string(rootfs.join("etc/group"))
                     .ok()
-                    .or_else(|| {
-                        image
-                            .fs()
-                            .read("/etc/group")
-                            .map(|b| String::from_utf8_lossy(&b).into_owned())
-                    });
+                    .or_else(|| image.fs().read("/etc/group").map(|b| String::from_utf8_lossy(&b).into_owned()));
                 let u = users::resolve_user(user, passwd.as_deref(), group.as_deref())?;
                 (u.uid, u.gid, u.additional_gids)
             }
-            None => (
-                record.process.uid,
-                record.process.gid,
-                record.process.additional_gids.clone(),
-            ),
+            None => (record.process.uid, record.process.gid, record.process.additional_gids.clone()),
         };
-        let cwd = config
-            .working_dir
-            .clone()
-            .unwrap_or_else(|| record.process.cwd.clone());
+        let cwd = config.working_dir.clone().unwrap_or_else(|| record.process.cwd.clone());
         if !cwd.starts_with('/') {
-            return Err(EngineError::invalid(format!(
-                "the working directory must be an absolute path, not {cwd:?}"
-            )));
+            return Err(EngineError::invalid(format!("the working directory must be an absolute path, not {cwd:?}")));
         }
         let exec_id = names::new_id();
         let entry = ExecEntry {
@@ -1035,39 +866,22 @@ impl Terminals for NativeEngine {
             exit_code: None,
             pid: None,
         };
-        self.inner
-            .execs
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(exec_id.clone(), entry);
+        self.inner.execs.lock().unwrap_or_else(|e| e.into_inner()).insert(exec_id.clone(), entry);
         Ok(exec_id)
     }
 
     async fn start_exec(&self, exec_id: &str) -> Result<ProcessIo> {
         let entry = self.exec_entry(exec_id)?;
         if entry.started {
-            return Err(EngineError::conflict(format!(
-                "exec {exec_id} has already been started"
-            )));
+            return Err(EngineError::conflict(format!("exec {exec_id} has already been started")));
         }
         let size = entry.config.size.unwrap_or(TtySize { rows: 24, cols: 80 });
-        let request = Request::Exec {
-            id: exec_id.to_string(),
-            process: entry.process.clone(),
-            rows: size.rows,
-            cols: size.cols,
-        };
+        let request =
+            Request::Exec { id: exec_id.to_string(), process: entry.process.clone(), rows: size.rows, cols: size.cols };
         let socket = self.inner.layout.shim_socket(&entry.container_id);
-        let (result, conn) = client::open(&socket, &request)
-            .await
-            .map_err(|e| not_running_if_unavailable(e, &entry.container_id))?;
-        if let Some(e) = self
-            .inner
-            .execs
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get_mut(exec_id)
-        {
+        let (result, conn) =
+            client::open(&socket, &request).await.map_err(|e| not_running_if_unavailable(e, &entry.container_id))?;
+        if let Some(e) = self.inner.execs.lock().unwrap_or_else(|e| e.into_inner()).get_mut(exec_id) {
             e.started = true;
             e.pid = result.get("pid").and_then(|p| p.as_u64()).map(|p| p as u32);
         }
@@ -1076,11 +890,8 @@ impl Terminals for NativeEngine {
 
     async fn attach_exec(&self, exec_id: &str, options: AttachOptions) -> Result<ProcessIo> {
         let entry = self.exec_entry(exec_id)?;
-        let request = Request::Attach {
-            target: Target::Exec(exec_id.to_string()),
-            history: options.history,
-            from_offset: None,
-        };
+        let request =
+            Request::Attach { target: Target::Exec(exec_id.to_string()), history: options.history, from_offset: None };
         let socket = self.inner.layout.shim_socket(&entry.container_id);
         let (_, conn) = client::open(&socket, &request).await?;
         Ok(conn.into_process_io(true))
@@ -1088,17 +899,8 @@ impl Terminals for NativeEngine {
 
     async fn resize_exec(&self, exec_id: &str, size: TtySize) -> Result<()> {
         let entry = self.exec_entry(exec_id)?;
-        let request = Request::Resize {
-            target: Target::Exec(exec_id.to_string()),
-            rows: size.rows,
-            cols: size.cols,
-        };
-        client::call(
-            &self.inner.layout.shim_socket(&entry.container_id),
-            &request,
-        )
-        .await
-        .map(|_| ())
+        let request = Request::Resize { target: Target::Exec(exec_id.to_string()), rows: size.rows, cols: size.cols };
+        client::call(&self.inner.layout.shim_socket(&entry.container_id), &request).await.map(|_| ())
     }
 
     async fn inspect_exec(&self, exec_id: &str) -> Result<ExecDetails> {
@@ -1106,11 +908,7 @@ impl Terminals for NativeEngine {
         let mut exit_code = entry.exit_code;
         if entry.started && exit_code.is_none() {
             if let Ok(status) = self.shim_status(&entry.container_id).await {
-                exit_code = status
-                    .execs
-                    .iter()
-                    .find(|e| e.id == exec_id)
-                    .and_then(|e| e.exit_code);
+                exit_code = status.execs.iter().find(|e| e.id == exec_id).and_then(|e| e.exit_code);
             } else {
                 // The container (and so the exec) is gone.
                 exit_code = Some(137);
@@ -1137,11 +935,7 @@ fn not_running_if_unavailable(err: EngineError, name: &str) -> EngineError {
 
 #[async_trait]
 impl Monitoring for NativeEngine {
-    async fn logs(
-        &self,
-        id: &str,
-        options: LogOptions,
-    ) -> Result<BoxStream<'static, Result<LogRecord>>> {
+    async fn logs(&self, id: &str, options: LogOptions) -> Result<BoxStream<'static, Result<LogRecord>>> {
         let record = self.find(id)?;
         let dir = self.inner.layout.log_dir(&record.id);
         let (records, cursor) = {
@@ -1150,11 +944,7 @@ impl Monitoring for NativeEngine {
             tokio::task::spawn_blocking(move || -> std::io::Result<_> {
                 // The cursor is taken first so nothing written during the read is lost; records
                 // seen twice are filtered out below by time.
-                let cursor = if options.follow {
-                    Some(logs::LogCursor::at_end(&dir)?)
-                } else {
-                    None
-                };
+                let cursor = if options.follow { Some(logs::LogCursor::at_end(&dir)?) } else { None };
                 let records = logs::read_logs(&dir, &options)?;
                 Ok((records, cursor))
             })
@@ -1168,47 +958,40 @@ impl Monitoring for NativeEngine {
         };
         let engine = self.clone();
         let id = record.id.clone();
-        let follow = futures::stream::unfold(
-            (cursor, options, false),
-            move |(mut cursor, options, done)| {
-                let engine = engine.clone();
-                let id = id.clone();
-                async move {
-                    if done {
-                        return None;
-                    }
-                    loop {
-                        let running = engine.state_of(&id).status.is_running();
-                        let options2 = options.clone();
-                        let (result, back) = tokio::task::spawn_blocking(move || {
-                            let r = cursor.read_new(&options2);
-                            (r, cursor)
-                        })
-                        .await
-                        .ok()?;
-                        cursor = back;
-                        match result {
-                            Ok(batch) if !batch.is_empty() => {
-                                return Some((
-                                    futures::stream::iter(batch.into_iter().map(Ok)).boxed(),
-                                    (cursor, options, false),
-                                ));
-                            }
-                            Ok(_) if !running => return None,
-                            Ok(_) => tokio::time::sleep(Duration::from_millis(100)).await,
-                            Err(e) => {
-                                let err =
-                                    EngineError::internal("cannot read the container's logs", e);
-                                return Some((
-                                    futures::stream::iter(vec![Err(err)]).boxed(),
-                                    (cursor, options, true),
-                                ));
-                            }
+        let follow = futures::stream::unfold((cursor, options, false), move |(mut cursor, options, done)| {
+            let engine = engine.clone();
+            let id = id.clone();
+            async move {
+                if done {
+                    return None;
+                }
+                loop {
+                    let running = engine.state_of(&id).status.is_running();
+                    let options2 = options.clone();
+                    let (result, back) = tokio::task::spawn_blocking(move || {
+                        let r = cursor.read_new(&options2);
+                        (r, cursor)
+                    })
+                    .await
+                    .ok()?;
+                    cursor = back;
+                    match result {
+                        Ok(batch) if !batch.is_empty() => {
+                            return Some((
+                                futures::stream::iter(batch.into_iter().map(Ok)).boxed(),
+                                (cursor, options, false),
+                            ));
+                        }
+                        Ok(_) if !running => return None,
+                        Ok(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+                        Err(e) => {
+                            let err = EngineError::internal("cannot read the container's logs", e);
+                            return Some((futures::stream::iter(vec![Err(err)]).boxed(), (cursor, options, true)));
                         }
                     }
                 }
-            },
-        )
+            }
+        })
         .flatten();
         Ok(existing.chain(follow).boxed())
     }
@@ -1216,18 +999,13 @@ impl Monitoring for NativeEngine {
     async fn stats(&self, id: &str) -> Result<Stats> {
         let record = self.find(id)?;
         if !self.state_of(&record.id).status.is_running() {
-            return Err(EngineError::conflict(format!(
-                "container {} is not running",
-                record.name
-            )));
+            return Err(EngineError::conflict(format!("container {} is not running", record.name)));
         }
         let cgroup = ContainerCgroup::new(&self.inner.layout.cgroups_path(&record.id));
         Ok(Stats {
             read_at: Utc::now(),
             cpu_total_ns: cgroup.cpu_total_ns(),
-            online_cpus: std::thread::available_parallelism()
-                .map(|n| n.get() as u32)
-                .unwrap_or(1),
+            online_cpus: std::thread::available_parallelism().map(|n| n.get() as u32).unwrap_or(1),
             memory_bytes: cgroup.memory_bytes(),
             memory_limit_bytes: cgroup.memory_limit_bytes(),
             pids: cgroup.pids(),
@@ -1237,9 +1015,7 @@ impl Monitoring for NativeEngine {
 
     fn events(&self) -> BoxStream<'static, Event> {
         let receiver = self.inner.events.subscribe();
-        tokio_stream::wrappers::BroadcastStream::new(receiver)
-            .filter_map(|e| async move { e.ok() })
-            .boxed()
+        tokio_stream::wrappers::BroadcastStream::new(receiver).filter_map(|e| async move { e.ok() }).boxed()
     }
 }
 
@@ -1267,11 +1043,7 @@ impl Images for NativeEngine {
                     "image {reference} is in use by container {} ({}){}",
                     user.name,
                     names::short_id(&user.id),
-                    if running {
-                        ""
-                    } else {
-                        ": remove the container or force the removal"
-                    }
+                    if running { "" } else { ": remove the container or force the removal" }
                 )));
             }
         }
@@ -1287,10 +1059,7 @@ impl Engine for NativeEngine {
             backend: "native".into(),
             version: env!("CARGO_PKG_VERSION").into(),
             cgroup_version: self.inner.cgroup_version.describe().into(),
-            containers_running: containers
-                .iter()
-                .filter(|c| c.state.status.is_running())
-                .count(),
+            containers_running: containers.iter().filter(|c| c.state.status.is_running()).count(),
             containers: containers.len(),
             images: self.inner.images.list().len(),
         })
@@ -1303,21 +1072,11 @@ mod tests {
 
     #[test]
     fn environment_merges_by_key_with_user_entries_last() {
-        let env = merge_env(
-            &["PATH=/bin".into(), "A=1".into()],
-            &["A=2".into(), "B=x=y".into()],
-            true,
-        )
-        .unwrap();
+        let env = merge_env(&["PATH=/bin".into(), "A=1".into()], &["A=2".into(), "B=x=y".into()], true).unwrap();
         assert_eq!(env, vec!["PATH=/bin", "TERM=xterm", "A=2", "B=x=y"]);
         let defaulted = merge_env(&[], &[], false).unwrap();
         assert_eq!(defaulted, vec![DEFAULT_PATH]);
-        assert_eq!(
-            merge_env(&[], &["NOEQUALS".into()], false)
-                .unwrap_err()
-                .kind(),
-            ErrorKind::InvalidArgument
-        );
+        assert_eq!(merge_env(&[], &["NOEQUALS".into()], false).unwrap_err().kind(), ErrorKind::InvalidArgument);
     }
 
     #[test]
@@ -1331,29 +1090,11 @@ mod tests {
 
     #[test]
     fn bind_mounts_need_an_existing_absolute_source() {
-        let missing = Mount::Bind {
-            source: "/definitely/not/here".into(),
-            target: "/x".into(),
-            read_only: false,
-        };
-        assert!(validate_mount(&missing)
-            .unwrap_err()
-            .message()
-            .contains("does not exist"));
-        let relative = Mount::Bind {
-            source: "rel".into(),
-            target: "/x".into(),
-            read_only: false,
-        };
-        assert!(validate_mount(&relative)
-            .unwrap_err()
-            .message()
-            .contains("absolute"));
-        let volume = Mount::Volume {
-            name: "../etc".into(),
-            target: "/x".into(),
-            read_only: false,
-        };
+        let missing = Mount::Bind { source: "/definitely/not/here".into(), target: "/x".into(), read_only: false };
+        assert!(validate_mount(&missing).unwrap_err().message().contains("does not exist"));
+        let relative = Mount::Bind { source: "rel".into(), target: "/x".into(), read_only: false };
+        assert!(validate_mount(&relative).unwrap_err().message().contains("absolute"));
+        let volume = Mount::Volume { name: "../etc".into(), target: "/x".into(), read_only: false };
         assert!(validate_mount(&volume).is_err());
     }
 }

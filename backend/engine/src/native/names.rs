@@ -236,10 +236,7 @@ pub fn validate_name(name: &str) -> Result<String> {
 
 /// Whether `s` looks like a (possibly abbreviated) id rather than a name.
 pub fn is_hex_prefix(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 64
-        && s.bytes()
-            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    !s.is_empty() && s.len() <= 64 && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 #[cfg(test)]

@@ -115,8 +115,7 @@ impl FrameDecoder {
         if self.buf.len() < HEADER_LEN {
             return Ok(None);
         }
-        let kind =
-            FrameKind::from_byte(self.buf[0]).ok_or(ProtocolError::UnknownKind(self.buf[0]))?;
+        let kind = FrameKind::from_byte(self.buf[0]).ok_or(ProtocolError::UnknownKind(self.buf[0]))?;
         let len = u32::from_be_bytes([self.buf[1], self.buf[2], self.buf[3], self.buf[4]]) as usize;
         if len > MAX_FRAME + 16 {
             return Err(ProtocolError::TooLarge(len));
@@ -186,18 +185,12 @@ pub struct Response {
 
 impl Response {
     pub fn ok(result: serde_json::Value) -> Self {
-        Response {
-            error: None,
-            result,
-        }
+        Response { error: None, result }
     }
 
     pub fn err(error: &EngineError) -> Self {
         Response {
-            error: Some(WireError {
-                kind: error.kind(),
-                message: error.message().to_string(),
-            }),
+            error: Some(WireError { kind: error.kind(), message: error.message().to_string() }),
             result: serde_json::Value::Null,
         }
     }
@@ -290,14 +283,8 @@ mod tests {
                 frames.push(f);
             }
             assert_eq!(frames.len(), 3, "split at {split}");
-            assert_eq!(
-                serde_json::from_slice::<Request>(&frames[0].1).unwrap(),
-                Request::Status
-            );
-            assert_eq!(
-                decode_output(&frames[1].1).unwrap(),
-                (StdStream::Stderr, 42, &b"\xe2\x82"[..])
-            );
+            assert_eq!(serde_json::from_slice::<Request>(&frames[0].1).unwrap(), Request::Status);
+            assert_eq!(decode_output(&frames[1].1).unwrap(), (StdStream::Stderr, 42, &b"\xe2\x82"[..]));
             assert_eq!(frames[2], (FrameKind::Input, b"ls\n".to_vec()));
         }
     }
@@ -309,13 +296,7 @@ mod tests {
         assert_eq!(decoder.next_frame(), Err(ProtocolError::UnknownKind(9)));
         let mut decoder = FrameDecoder::default();
         decoder.push(&[4, 0xff, 0xff, 0xff, 0xff]);
-        assert!(matches!(
-            decoder.next_frame(),
-            Err(ProtocolError::TooLarge(_))
-        ));
-        assert_eq!(
-            decode_output(&[1, 0]),
-            Err(ProtocolError::Malformed("output"))
-        );
+        assert!(matches!(decoder.next_frame(), Err(ProtocolError::TooLarge(_))));
+        assert_eq!(decode_output(&[1, 0]), Err(ProtocolError::Malformed("output")));
     }
 }

@@ -17,12 +17,7 @@ pub struct Ring {
 
 impl Ring {
     pub fn new(capacity: usize) -> Self {
-        Ring {
-            chunks: VecDeque::new(),
-            held: 0,
-            capacity,
-            end: 0,
-        }
+        Ring { chunks: VecDeque::new(), held: 0, capacity, end: 0 }
     }
 
     /// Appends output; returns the offset of its first byte. The oldest chunks are dropped to
@@ -37,8 +32,7 @@ impl Ring {
             (offset, data)
         };
         self.held += kept.len();
-        self.chunks
-            .push_back((stream, start, Bytes::copy_from_slice(kept)));
+        self.chunks.push_back((stream, start, Bytes::copy_from_slice(kept)));
         while self.held > self.capacity {
             match self.chunks.pop_front() {
                 Some((_, _, chunk)) => self.held -= chunk.len(),
@@ -55,10 +49,7 @@ impl Ring {
 
     /// Offset of the oldest byte still held.
     pub fn start(&self) -> u64 {
-        self.chunks
-            .front()
-            .map(|(_, offset, _)| *offset)
-            .unwrap_or(self.end)
+        self.chunks.front().map(|(_, offset, _)| *offset).unwrap_or(self.end)
     }
 
     /// Everything held from `from` on (from the oldest held byte if `from` is older or `None`),

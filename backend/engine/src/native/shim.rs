@@ -30,13 +30,11 @@ use nix::unistd::Pid;
 use crate::api::{ContainerStatus, EngineError, ErrorKind, RestartPolicy, StdStream};
 
 use super::cgroups::ContainerCgroup;
-use super::layout::{
-    read_json, write_json_atomic, ContainerRecord, Layout, ResolvedProcess, RunState,
-};
+use super::layout::{read_json, write_json_atomic, ContainerRecord, Layout, ResolvedProcess, RunState};
 use super::logs::{LogLimits, LogWriter};
 use super::protocol::{
-    self, ExecStatus, ExitReport, FrameDecoder, FrameKind, Request, Response, ShimEvent,
-    ShimStatus, StartReport, Target, WireError,
+    self, ExecStatus, ExitReport, FrameDecoder, FrameKind, Request, Response, ShimEvent, ShimStatus, StartReport,
+    Target, WireError,
 };
 use super::ring::Ring;
 use super::spec::{process_spec, ProcessSpec};
@@ -77,44 +75,25 @@ pub fn main(args: &[OsString]) -> ExitCode {
     let _ = nix::unistd::setsid();
     let layout = Layout::new(root);
     redirect_stderr(&layout.shim_log(&id));
-    let _ = tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_ansi(false)
-        .try_init();
+    let _ = tracing_subscriber::fmt().with_writer(std::io::stderr).with_ansi(false).try_init();
 
     let mut report = std::io::stdout();
     let mut shim = match Shim::new(layout, &id) {
         Ok(shim) => shim,
         Err(err) => {
             tracing::error!("shim set-up failed: {}", err.detail());
-            write_report(
-                &mut report,
-                &StartReport::Failed {
-                    error: wire_error(&err),
-                },
-            );
+            write_report(&mut report, &StartReport::Failed { error: wire_error(&err) });
             return ExitCode::FAILURE;
         }
     };
     match shim.start_run() {
         Ok(pid) => {
-            write_report(
-                &mut report,
-                &StartReport::Started {
-                    pid,
-                    shim_pid: std::process::id(),
-                },
-            );
+            write_report(&mut report, &StartReport::Started { pid, shim_pid: std::process::id() });
         }
         Err(err) => {
             tracing::error!("container start failed: {}", err.detail());
             shim.record_start_failure(&err);
-            write_report(
-                &mut report,
-                &StartReport::Failed {
-                    error: wire_error(&err),
-                },
-            );
+            write_report(&mut report, &StartReport::Failed { error: wire_error(&err) });
             shim.shutdown_files();
             return ExitCode::FAILURE;
         }
@@ -145,10 +124,7 @@ fn parse_args(args: &[OsString]) -> Option<(PathBuf, String)> {
 }
 
 fn wire_error(err: &EngineError) -> WireError {
-    WireError {
-        kind: err.kind(),
-        message: err.message().to_string(),
-    }
+    WireError { kind: err.kind(), message: err.message().to_string() }
 }
 
 fn write_report(out: &mut impl Write, report: &StartReport) {
@@ -159,11 +135,7 @@ fn write_report(out: &mut impl Write, report: &StartReport) {
 }
 
 fn redirect_stderr(path: &Path) {
-    if let Ok(file) = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
-    {
+    if let Ok(file) = std::fs::OpenOptions::new().create(true).append(true).open(path) {
         let _ = nix::unistd::dup2(file.as_raw_fd(), 2);
     }
 }
@@ -180,32 +152,20 @@ fn redirect_stdout_to_null() {
 struct CleanSignalsExecutor;
 
 impl libcontainer::workload::Executor for CleanSignalsExecutor {
-    fn exec(
-        &self,
-        spec: &oci_spec::runtime::Spec,
-    ) -> Result<(), libcontainer::workload::ExecutorError> {
+    fn exec(&self, spec: &oci_spec::runtime::Spec) -> Result<(), libcontainer::workload::ExecutorError> {
         sys::reset_signals_for_exec();
         libcontainer::workload::default::get_executor().exec(spec)
     }
 
-    fn validate(
-        &self,
-        spec: &oci_spec::runtime::Spec,
-    ) -> Result<(), libcontainer::workload::ExecutorValidationError> {
+    fn validate(&self, spec: &oci_spec::runtime::Spec) -> Result<(), libcontainer::workload::ExecutorValidationError> {
         libcontainer::workload::default::get_executor().validate(spec)
     }
 }
 
 /// How a process's I/O is wired.
 enum ProcIo {
-    Pty {
-        master: OwnedFd,
-    },
-    Pipes {
-        stdin: Option<OwnedFd>,
-        stdout: Option<OwnedFd>,
-        stderr: Option<OwnedFd>,
-    },
+    Pty { master: OwnedFd },
+    Pipes { stdin: Option<OwnedFd>, stdout: Option<OwnedFd>, stderr: Option<OwnedFd> },
 }
 
 struct Proc {
@@ -347,16 +307,14 @@ impl Shim {
     fn new(layout: Layout, id: &str) -> Result<Shim, EngineError> {
         let record: ContainerRecord = read_json(&layout.record_path(id))
             .map_err(|e| EngineError::internal("cannot read the container record", e))?;
-        let state: RunState =
-            read_json(&layout.state_path(id)).unwrap_or_else(|_| RunState::created());
+        let state: RunState = read_json(&layout.state_path(id)).unwrap_or_else(|_| RunState::created());
 
         let mut mask = SigSet::empty();
         mask.add(Signal::SIGCHLD);
         mask.add(Signal::SIGTERM);
         mask.add(Signal::SIGINT);
         mask.add(Signal::SIGHUP);
-        mask.thread_block()
-            .map_err(|e| EngineError::internal("cannot block signals", e))?;
+        mask.thread_block().map_err(|e| EngineError::internal("cannot block signals", e))?;
         let signals = SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)
             .map_err(|e| EngineError::internal("cannot create a signalfd", e))?;
 
@@ -364,11 +322,9 @@ impl Shim {
             .map_err(|e| EngineError::internal("cannot create the run directory", e))?;
         let socket_path = layout.shim_socket(id);
         let _ = std::fs::remove_file(&socket_path);
-        let listener = UnixListener::bind(&socket_path)
-            .map_err(|e| EngineError::internal("cannot bind the shim socket", e))?;
-        listener
-            .set_nonblocking(true)
-            .map_err(|e| EngineError::internal("cannot configure the shim socket", e))?;
+        let listener =
+            UnixListener::bind(&socket_path).map_err(|e| EngineError::internal("cannot bind the shim socket", e))?;
+        listener.set_nonblocking(true).map_err(|e| EngineError::internal("cannot configure the shim socket", e))?;
         let log = LogWriter::open(&layout.log_dir(id), LogLimits::default())
             .map_err(|e| EngineError::internal("cannot open the container log", e))?;
 
@@ -413,14 +369,11 @@ impl Shim {
         if self.console.is_none() {
             let path = self.layout.console_socket(self.id());
             let _ = std::fs::remove_file(&path);
-            let listener = UnixListener::bind(&path)
-                .map_err(|e| EngineError::internal("cannot bind the console socket", e))?;
+            let listener =
+                UnixListener::bind(&path).map_err(|e| EngineError::internal("cannot bind the console socket", e))?;
             self.console = Some(listener);
         }
-        Ok(self
-            .console
-            .as_ref()
-            .expect("console listener was just bound"))
+        Ok(self.console.as_ref().expect("console listener was just bound"))
     }
 
     /// Mounts the root filesystem, creates and starts the container. On failure nothing of
@@ -430,13 +383,8 @@ impl Shim {
         let layers: Vec<PathBuf> = read_json(&self.layout.lower_dirs_path(&id))
             .map_err(|e| EngineError::internal("cannot read the container's layer list", e))?;
         let rootfs = self.layout.rootfs(&id);
-        super::rootfs::mount_overlay(
-            &layers,
-            &self.layout.upper_dir(&id),
-            &self.layout.work_dir(&id),
-            &rootfs,
-        )
-        .map_err(|e| EngineError::internal("cannot mount the container's root filesystem", e))?;
+        super::rootfs::mount_overlay(&layers, &self.layout.upper_dir(&id), &self.layout.work_dir(&id), &rootfs)
+            .map_err(|e| EngineError::internal("cannot mount the container's root filesystem", e))?;
 
         match self.create_and_start(&id) {
             Ok(pid) => {
@@ -489,10 +437,7 @@ impl Shim {
             };
             let (stdout_parent, stdout_child) = pipe()?;
             let (stderr_parent, stderr_child) = pipe()?;
-            builder = builder
-                .with_stdin(stdin_child)
-                .with_stdout(stdout_child)
-                .with_stderr(stderr_child);
+            builder = builder.with_stdin(stdin_child).with_stdout(stdout_child).with_stderr(stderr_child);
             parent_ends = Some((stdin_parent, stdout_parent, stderr_parent));
         }
 
@@ -511,11 +456,7 @@ impl Shim {
                     return Err(e);
                 }
             },
-            Some((stdin, stdout, stderr)) => ProcIo::Pipes {
-                stdin,
-                stdout: Some(stdout),
-                stderr: Some(stderr),
-            },
+            Some((stdin, stdout, stderr)) => ProcIo::Pipes { stdin, stdout: Some(stdout), stderr: Some(stderr) },
         };
         if let Err(e) = container.start() {
             let _ = container.delete(true);
@@ -526,11 +467,7 @@ impl Shim {
         let mut proc = Proc {
             pid,
             io,
-            ring: self
-                .main
-                .take()
-                .map(|p| p.ring)
-                .unwrap_or_else(|| Ring::new(RING_BYTES)),
+            ring: self.main.take().map(|p| p.ring).unwrap_or_else(|| Ring::new(RING_BYTES)),
             input: Vec::new(),
             accepts_input: self.record.config.open_stdin,
             exit_code: None,
@@ -543,14 +480,10 @@ impl Shim {
     fn receive_pty(&mut self) -> Result<OwnedFd, EngineError> {
         let listener = self.console_listener()?;
         // The container's init connected during build(); the connection is already queued.
-        listener
-            .set_nonblocking(true)
-            .map_err(|e| EngineError::internal("console socket", e))?;
-        let (conn, _) = listener
-            .accept()
-            .map_err(|e| EngineError::internal("no terminal was received from the container", e))?;
-        receive_fd(&conn)
-            .map_err(|e| EngineError::internal("cannot receive the container's terminal", e))
+        listener.set_nonblocking(true).map_err(|e| EngineError::internal("console socket", e))?;
+        let (conn, _) =
+            listener.accept().map_err(|e| EngineError::internal("no terminal was received from the container", e))?;
+        receive_fd(&conn).map_err(|e| EngineError::internal("cannot receive the container's terminal", e))
     }
 
     /// Removes what one run created: the runtime state and cgroup, and the rootfs mount.
@@ -569,11 +502,8 @@ impl Shim {
     }
 
     fn record_start_failure(&mut self, err: &EngineError) {
-        self.state.status = if self.state.started_at.is_some() {
-            ContainerStatus::Exited
-        } else {
-            ContainerStatus::Created
-        };
+        self.state.status =
+            if self.state.started_at.is_some() { ContainerStatus::Exited } else { ContainerStatus::Created };
         self.state.error = Some(err.message().to_string());
         self.state.exit_code = Some(match err.kind() {
             ErrorKind::InvalidArgument => 127,
@@ -634,21 +564,13 @@ impl Shim {
         let mut fds = Vec::new();
         let mut sources = Vec::new();
         let mut add = |fd: RawFd, events: i16, source: Source| {
-            fds.push(libc::pollfd {
-                fd,
-                events,
-                revents: 0,
-            });
+            fds.push(libc::pollfd { fd, events, revents: 0 });
             sources.push(source);
         };
         if self.finished.is_none() {
             add(self.listener.as_raw_fd(), libc::POLLIN, Source::Listener);
         }
-        add(
-            self.signals.as_fd().as_raw_fd(),
-            libc::POLLIN,
-            Source::Signals,
-        );
+        add(self.signals.as_fd().as_raw_fd(), libc::POLLIN, Source::Signals);
         for (i, client) in self.clients.iter().enumerate() {
             if let Some(c) = client {
                 let mut events = libc::POLLIN;
@@ -658,11 +580,7 @@ impl Shim {
                 add(c.stream.as_raw_fd(), events, Source::Client(i));
             }
         }
-        let procs = self
-            .main
-            .iter()
-            .map(|p| (None, p))
-            .chain(self.execs.iter().map(|(k, p)| (Some(k.clone()), p)));
+        let procs = self.main.iter().map(|p| (None, p)).chain(self.execs.iter().map(|(k, p)| (Some(k.clone()), p)));
         for (key, proc) in procs {
             for (fd, stream) in proc.output_fds() {
                 add(fd, libc::POLLIN, Source::Output(key.clone(), fd, stream));
@@ -687,9 +605,7 @@ impl Shim {
                 Source::Listener => self.accept_clients(),
                 Source::Signals => self.handle_signals(),
                 Source::Client(i) => self.service_client(i, pfd.revents, buf),
-                Source::Output(key, fd, stream) => {
-                    self.read_output(key.as_deref(), fd, stream, buf)
-                }
+                Source::Output(key, fd, stream) => self.read_output(key.as_deref(), fd, stream, buf),
                 Source::Input(key) => self.write_input(key.as_deref()),
             }
         }
@@ -737,24 +653,15 @@ impl Shim {
 
     /// Reaps only the pids this shim started (libcontainer waits for its own helpers).
     fn reap_children(&mut self) {
-        let exec_ids: Vec<String> = self
-            .execs
-            .iter()
-            .filter(|(_, p)| p.exit_code.is_none())
-            .map(|(k, _)| k.clone())
-            .collect();
+        let exec_ids: Vec<String> =
+            self.execs.iter().filter(|(_, p)| p.exit_code.is_none()).map(|(k, _)| k.clone()).collect();
         for exec_id in exec_ids {
             let pid = self.execs[&exec_id].pid;
             if let Some(code) = try_wait(pid) {
                 self.on_exec_exit(&exec_id, code);
             }
         }
-        if let Some(pid) = self
-            .main
-            .as_ref()
-            .filter(|m| m.exit_code.is_none())
-            .map(|m| m.pid)
-        {
+        if let Some(pid) = self.main.as_ref().filter(|m| m.exit_code.is_none()).map(|m| m.pid) {
             if let Some(code) = try_wait(pid) {
                 self.on_main_exit(code);
             }
@@ -799,11 +706,7 @@ impl Shim {
                         if proc.exit_code.is_none() {
                             // The exit itself arrives with SIGCHLD.
                         }
-                        proc.io = ProcIo::Pipes {
-                            stdin: None,
-                            stdout: None,
-                            stderr: None,
-                        };
+                        proc.io = ProcIo::Pipes { stdin: None, stdout: None, stderr: None };
                     }
                     ProcIo::Pipes { .. } => proc.close_output(fd),
                 }
@@ -929,8 +832,7 @@ impl Shim {
         if close {
             self.clients[index] = None;
         } else if let Some(client) = self.clients[index].as_mut() {
-            if client.flush().is_err() || (client.role == ClientRole::Done && client.backlog() == 0)
-            {
+            if client.flush().is_err() || (client.role == ClientRole::Done && client.backlog() == 0) {
                 self.clients[index] = None;
             }
         }
@@ -942,15 +844,13 @@ impl Shim {
             None => return,
         };
         match (role, kind) {
-            (ClientRole::New, FrameKind::Request) => {
-                match serde_json::from_slice::<Request>(payload) {
-                    Ok(request) => self.handle_request(index, request),
-                    Err(e) => {
-                        let err = EngineError::invalid(format!("bad shim request: {e}"));
-                        self.respond(index, Response::err(&err), ClientRole::Done);
-                    }
+            (ClientRole::New, FrameKind::Request) => match serde_json::from_slice::<Request>(payload) {
+                Ok(request) => self.handle_request(index, request),
+                Err(e) => {
+                    let err = EngineError::invalid(format!("bad shim request: {e}"));
+                    self.respond(index, Response::err(&err), ClientRole::Done);
                 }
-            }
+            },
             (ClientRole::Attached(target), FrameKind::Input) => {
                 let key = target_key(&target);
                 self.queue_input(key.as_deref(), payload);
@@ -983,17 +883,9 @@ impl Shim {
         match request {
             Request::Status => {
                 let status = self.status();
-                self.respond(
-                    index,
-                    Response::ok(serde_json::to_value(status).unwrap_or_default()),
-                    ClientRole::Done,
-                );
+                self.respond(index, Response::ok(serde_json::to_value(status).unwrap_or_default()), ClientRole::Done);
             }
-            Request::Monitor => self.respond(
-                index,
-                Response::ok(serde_json::Value::Null),
-                ClientRole::Monitor,
-            ),
+            Request::Monitor => self.respond(index, Response::ok(serde_json::Value::Null), ClientRole::Monitor),
             Request::Kill { signal } => {
                 let result = self.kill_main(signal);
                 if result.is_ok() && (signal == libc::SIGKILL || signal == libc::SIGTERM) {
@@ -1019,11 +911,7 @@ impl Shim {
                     let _ = self.kill_main(signal);
                     self.stop_deadline = Some(Instant::now() + Duration::from_millis(grace_ms));
                 }
-                self.respond(
-                    index,
-                    Response::ok(serde_json::Value::Null),
-                    ClientRole::Done,
-                );
+                self.respond(index, Response::ok(serde_json::Value::Null), ClientRole::Done);
             }
             Request::Resize { target, rows, cols } => {
                 let response = match self.resize(&target, rows, cols) {
@@ -1032,17 +920,8 @@ impl Shim {
                 };
                 self.respond(index, response, ClientRole::Done);
             }
-            Request::Attach {
-                target,
-                history,
-                from_offset,
-            } => self.attach(index, target, history, from_offset),
-            Request::Exec {
-                id,
-                process,
-                rows,
-                cols,
-            } => match self.start_exec(&id, &process, (rows, cols)) {
+            Request::Attach { target, history, from_offset } => self.attach(index, target, history, from_offset),
+            Request::Exec { id, process, rows, cols } => match self.start_exec(&id, &process, (rows, cols)) {
                 Ok(pid) => {
                     self.respond(
                         index,
@@ -1067,51 +946,33 @@ impl Shim {
             })
             .collect();
         execs.sort_by(|a, b| a.id.cmp(&b.id));
-        ShimStatus {
-            shim_pid: std::process::id(),
-            state: self.state.clone(),
-            execs,
-        }
+        ShimStatus { shim_pid: std::process::id(), state: self.state.clone(), execs }
     }
 
     fn kill_main(&mut self, signal: i32) -> Result<(), EngineError> {
-        let Some(pid) = self
-            .main
-            .as_ref()
-            .filter(|m| m.exit_code.is_none())
-            .map(|m| m.pid)
-        else {
-            return Err(EngineError::conflict(format!(
-                "container {} is not running",
-                self.record.name
-            )));
+        let Some(pid) = self.main.as_ref().filter(|m| m.exit_code.is_none()).map(|m| m.pid) else {
+            return Err(EngineError::conflict(format!("container {} is not running", self.record.name)));
         };
-        let signal = Signal::try_from(signal)
-            .map_err(|_| EngineError::invalid(format!("invalid signal number {signal}")))?;
+        let signal =
+            Signal::try_from(signal).map_err(|_| EngineError::invalid(format!("invalid signal number {signal}")))?;
         nix::sys::signal::kill(Pid::from_raw(pid), signal)
             .map_err(|e| EngineError::internal("cannot signal the container", e))
     }
 
     fn resize(&mut self, target: &Target, rows: u16, cols: u16) -> Result<(), EngineError> {
         if rows == 0 || cols == 0 {
-            return Err(EngineError::invalid(
-                "a terminal needs at least one row and one column",
-            ));
+            return Err(EngineError::invalid("a terminal needs at least one row and one column"));
         }
         if *target == Target::Main {
             self.main_size = (rows, cols);
         }
         let key = target_key(target);
         let name = self.record.name.clone();
-        let proc = self
-            .proc_mut(key.as_deref())
-            .ok_or_else(|| EngineError::not_found("no such exec"))?;
+        let proc = self.proc_mut(key.as_deref()).ok_or_else(|| EngineError::not_found("no such exec"))?;
         match &proc.io {
             ProcIo::Pty { master } => sys::set_window_size(master.as_raw_fd(), rows, cols)
                 .map_err(|e| EngineError::internal("cannot resize the terminal", e)),
-            ProcIo::Pipes { .. } if proc.exit_code.is_some() => {
-                Err(EngineError::conflict("the process has exited"))
-            }
+            ProcIo::Pipes { .. } if proc.exit_code.is_some() => Err(EngineError::conflict("the process has exited")),
             ProcIo::Pipes { .. } => Err(EngineError::conflict(format!(
                 "the process in {name} has no terminal (it was started without a TTY)"
             ))),
@@ -1126,37 +987,20 @@ impl Shim {
         };
         let exists = key.as_ref().is_none_or(|k| self.execs.contains_key(k));
         if !exists {
-            self.respond(
-                index,
-                Response::err(&EngineError::not_found("no such exec")),
-                ClientRole::Done,
-            );
+            self.respond(index, Response::err(&EngineError::not_found("no such exec")), ClientRole::Done);
             return;
         }
         if !running {
-            let err = EngineError::conflict(format!(
-                "cannot attach: the process in {} is not running",
-                self.record.name
-            ));
+            let err =
+                EngineError::conflict(format!("cannot attach: the process in {} is not running", self.record.name));
             self.respond(index, Response::err(&err), ClientRole::Done);
             return;
         }
         let (chunks, end) = match self.proc_mut(key.as_deref()) {
-            Some(proc) => (
-                if history {
-                    proc.ring.since(from_offset)
-                } else {
-                    Vec::new()
-                },
-                proc.ring.end(),
-            ),
+            Some(proc) => (if history { proc.ring.since(from_offset) } else { Vec::new() }, proc.ring.end()),
             None => (Vec::new(), 0),
         };
-        self.respond(
-            index,
-            Response::ok(serde_json::json!({ "end_offset": end })),
-            ClientRole::Attached(target),
-        );
+        self.respond(index, Response::ok(serde_json::json!({ "end_offset": end })), ClientRole::Attached(target));
         if let Some(client) = self.clients[index].as_mut() {
             let mut frame = Vec::new();
             for (stream, offset, data) in chunks {
@@ -1167,17 +1011,9 @@ impl Shim {
         }
     }
 
-    fn start_exec(
-        &mut self,
-        exec_id: &str,
-        process: &ResolvedProcess,
-        size: (u16, u16),
-    ) -> Result<u32, EngineError> {
+    fn start_exec(&mut self, exec_id: &str, process: &ResolvedProcess, size: (u16, u16)) -> Result<u32, EngineError> {
         if !self.main_running() {
-            return Err(EngineError::conflict(format!(
-                "container {} is not running",
-                self.record.name
-            )));
+            return Err(EngineError::conflict(format!("container {} is not running", self.record.name)));
         }
         if self.execs.contains_key(exec_id) {
             return Err(EngineError::conflict("an exec with this id already runs"));
@@ -1193,33 +1029,20 @@ impl Shim {
         })?;
         let id = self.id().to_string();
         let process_path = self.layout.exec_process_path(&id, exec_id);
-        let json = serde_json::to_vec(&spec)
-            .map_err(|e| EngineError::internal("cannot write the exec process", e))?;
-        std::fs::write(&process_path, json)
-            .map_err(|e| EngineError::internal("cannot write the exec process", e))?;
+        let json = serde_json::to_vec(&spec).map_err(|e| EngineError::internal("cannot write the exec process", e))?;
+        std::fs::write(&process_path, json).map_err(|e| EngineError::internal("cannot write the exec process", e))?;
 
         let result = self.spawn_tenant(&id, &process_path, process.terminal);
         let _ = std::fs::remove_file(&process_path);
         let (pid, io) = result?;
-        let mut proc = Proc {
-            pid,
-            io,
-            ring: Ring::new(RING_BYTES),
-            input: Vec::new(),
-            accepts_input: true,
-            exit_code: None,
-        };
+        let mut proc =
+            Proc { pid, io, ring: Ring::new(RING_BYTES), input: Vec::new(), accepts_input: true, exit_code: None };
         prepare_io(&mut proc, size);
         self.execs.insert(exec_id.to_string(), proc);
         Ok(pid as u32)
     }
 
-    fn spawn_tenant(
-        &mut self,
-        id: &str,
-        process_path: &Path,
-        terminal: bool,
-    ) -> Result<(i32, ProcIo), EngineError> {
+    fn spawn_tenant(&mut self, id: &str, process_path: &Path, terminal: bool) -> Result<(i32, ProcIo), EngineError> {
         let mut builder = ContainerBuilder::new(id.to_string(), SyscallType::default())
             .with_executor(CleanSignalsExecutor)
             .with_root_path(self.layout.runtime_root())
@@ -1232,10 +1055,7 @@ impl Shim {
             let (stdin_child, stdin_parent) = pipe()?;
             let (stdout_parent, stdout_child) = pipe()?;
             let (stderr_parent, stderr_child) = pipe()?;
-            builder = builder
-                .with_stdin(stdin_child)
-                .with_stdout(stdout_child)
-                .with_stderr(stderr_child);
+            builder = builder.with_stdin(stdin_child).with_stdout(stdout_child).with_stderr(stderr_child);
             pipes = Some((stdin_parent, stdout_parent, stderr_parent));
         }
         let pid = builder
@@ -1254,11 +1074,9 @@ impl Shim {
                     return Err(e);
                 }
             },
-            Some((stdin, stdout, stderr)) => ProcIo::Pipes {
-                stdin: Some(stdin),
-                stdout: Some(stdout),
-                stderr: Some(stderr),
-            },
+            Some((stdin, stdout, stderr)) => {
+                ProcIo::Pipes { stdin: Some(stdin), stdout: Some(stdout), stderr: Some(stderr) }
+            }
         };
         Ok((pid, io))
     }
@@ -1273,14 +1091,8 @@ impl Shim {
             if fds.is_empty() {
                 return;
             }
-            let mut pfds: Vec<libc::pollfd> = fds
-                .iter()
-                .map(|(fd, _)| libc::pollfd {
-                    fd: *fd,
-                    events: libc::POLLIN,
-                    revents: 0,
-                })
-                .collect();
+            let mut pfds: Vec<libc::pollfd> =
+                fds.iter().map(|(fd, _)| libc::pollfd { fd: *fd, events: libc::POLLIN, revents: 0 }).collect();
             if sys::poll(&mut pfds, 0).unwrap_or(0) == 0 {
                 return;
             }
@@ -1296,17 +1108,10 @@ impl Shim {
         self.drain_output(Some(exec_id));
         if let Some(proc) = self.execs.get_mut(exec_id) {
             proc.exit_code = Some(code);
-            proc.io = ProcIo::Pipes {
-                stdin: None,
-                stdout: None,
-                stderr: None,
-            };
+            proc.io = ProcIo::Pipes { stdin: None, stdout: None, stderr: None };
         }
         self.send_exit(&Target::Exec(exec_id.to_string()), code);
-        self.broadcast_event(&ShimEvent::ExecExited {
-            id: exec_id.to_string(),
-            exit_code: code,
-        });
+        self.broadcast_event(&ShimEvent::ExecExited { id: exec_id.to_string(), exit_code: code });
         self.finished_execs.push(exec_id.to_string());
         if self.finished_execs.len() > FINISHED_EXECS_KEPT {
             let oldest = self.finished_execs.remove(0);
@@ -1349,12 +1154,8 @@ impl Shim {
         self.drain_output(None);
         self.check_oom();
         // Execs die with the container's pid namespace; reap them now.
-        let running_execs: Vec<(String, i32)> = self
-            .execs
-            .iter()
-            .filter(|(_, p)| p.exit_code.is_none())
-            .map(|(k, p)| (k.clone(), p.pid))
-            .collect();
+        let running_execs: Vec<(String, i32)> =
+            self.execs.iter().filter(|(_, p)| p.exit_code.is_none()).map(|(k, p)| (k.clone(), p.pid)).collect();
         for (exec_id, pid) in running_execs {
             let code = match waitpid(Pid::from_raw(pid), None) {
                 Ok(status) => exit_code_of(status).unwrap_or(137),
@@ -1364,11 +1165,7 @@ impl Shim {
         }
         if let Some(main) = self.main.as_mut() {
             main.exit_code = Some(code);
-            main.io = ProcIo::Pipes {
-                stdin: None,
-                stdout: None,
-                stderr: None,
-            };
+            main.io = ProcIo::Pipes { stdin: None, stdout: None, stderr: None };
             main.input.clear();
         }
         self.teardown_run();
@@ -1380,13 +1177,10 @@ impl Shim {
         self.state.pid = None;
         let restart = self.should_restart(code);
         if restart {
-            self.consecutive_failures = if ran_for >= Duration::from_secs(10) {
-                0
-            } else {
-                self.consecutive_failures + 1
-            };
-            let backoff = Duration::from_millis(100u64 << self.consecutive_failures.min(10))
-                .min(Duration::from_secs(60));
+            self.consecutive_failures =
+                if ran_for >= Duration::from_secs(10) { 0 } else { self.consecutive_failures + 1 };
+            let backoff =
+                Duration::from_millis(100u64 << self.consecutive_failures.min(10)).min(Duration::from_secs(60));
             self.restart_at = Some(Instant::now() + backoff);
             self.state.status = ContainerStatus::Restarting;
         } else {
@@ -1395,14 +1189,9 @@ impl Shim {
         }
         self.save_state();
         self.send_exit(&Target::Main, code);
-        self.broadcast_event(&ShimEvent::Exited {
-            exit_code: code,
-            oom_killed: self.state.oom_killed,
-        });
+        self.broadcast_event(&ShimEvent::Exited { exit_code: code, oom_killed: self.state.oom_killed });
         if restart {
-            self.broadcast_event(&ShimEvent::Restarting {
-                restart_count: self.state.restart_count + 1,
-            });
+            self.broadcast_event(&ShimEvent::Restarting { restart_count: self.state.restart_count + 1 });
         } else {
             if self.record.config.auto_remove {
                 self.broadcast_event(&ShimEvent::Removed);
@@ -1462,18 +1251,12 @@ fn target_key(target: &Target) -> Option<String> {
 /// Non-blocking output, and the initial window size of a terminal.
 fn prepare_io(proc: &mut Proc, (rows, cols): (u16, u16)) {
     let mut fds: Vec<RawFd> = proc.output_fds().into_iter().map(|(fd, _)| fd).collect();
-    if let ProcIo::Pipes {
-        stdin: Some(stdin), ..
-    } = &proc.io
-    {
+    if let ProcIo::Pipes { stdin: Some(stdin), .. } = &proc.io {
         fds.push(stdin.as_raw_fd());
     }
     for fd in fds {
         if let Ok(flags) = fcntl(fd, FcntlArg::F_GETFL) {
-            let _ = fcntl(
-                fd,
-                FcntlArg::F_SETFL(OFlag::from_bits_truncate(flags) | OFlag::O_NONBLOCK),
-            );
+            let _ = fcntl(fd, FcntlArg::F_SETFL(OFlag::from_bits_truncate(flags) | OFlag::O_NONBLOCK));
         }
     }
     if let ProcIo::Pty { master } = &proc.io {
@@ -1503,14 +1286,11 @@ fn exit_code_of(status: WaitStatus) -> Option<i64> {
 }
 
 fn pipe() -> Result<(OwnedFd, OwnedFd), EngineError> {
-    nix::unistd::pipe2(OFlag::O_CLOEXEC)
-        .map_err(|e| EngineError::internal("cannot create a pipe", e))
+    nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| EngineError::internal("cannot create a pipe", e))
 }
 
 fn dev_null() -> Result<OwnedFd, EngineError> {
-    std::fs::File::open("/dev/null")
-        .map(OwnedFd::from)
-        .map_err(|e| EngineError::internal("cannot open /dev/null", e))
+    std::fs::File::open("/dev/null").map(OwnedFd::from).map_err(|e| EngineError::internal("cannot open /dev/null", e))
 }
 
 /// Receives one descriptor (the PTY master) sent with SCM_RIGHTS.
@@ -1521,12 +1301,7 @@ fn receive_fd(conn: &UnixStream) -> std::io::Result<OwnedFd> {
     let mut buf = [0u8; 256];
     let mut iov = [std::io::IoSliceMut::new(&mut buf)];
     let mut cmsg = nix::cmsg_space!([RawFd; 1]);
-    let msg = recvmsg::<()>(
-        conn.as_raw_fd(),
-        &mut iov,
-        Some(&mut cmsg),
-        MsgFlags::MSG_CMSG_CLOEXEC,
-    )?;
+    let msg = recvmsg::<()>(conn.as_raw_fd(), &mut iov, Some(&mut cmsg), MsgFlags::MSG_CMSG_CLOEXEC)?;
     for c in msg.cmsgs()? {
         if let ControlMessageOwned::ScmRights(fds) = c {
             if let Some(&fd) = fds.first() {
@@ -1552,19 +1327,10 @@ fn classify_libcontainer_error(err: libcontainer::error::LibcontainerError) -> E
         s
     };
     let lowered = detail.to_lowercase();
-    if lowered.contains("not found")
-        || lowered.contains("no such file")
-        || lowered.contains("permission denied")
-    {
+    if lowered.contains("not found") || lowered.contains("no such file") || lowered.contains("permission denied") {
         if let Some(start) = detail.find("executable") {
-            let message = detail[start..]
-                .split(':')
-                .next()
-                .unwrap_or("executable not found")
-                .trim()
-                .to_string();
-            return EngineError::invalid(format!("cannot run the container's command: {message}"))
-                .with_source(err);
+            let message = detail[start..].split(':').next().unwrap_or("executable not found").trim().to_string();
+            return EngineError::invalid(format!("cannot run the container's command: {message}")).with_source(err);
         }
     }
     EngineError::internal("the container runtime failed to create the container", err)
@@ -1577,23 +1343,11 @@ mod tests {
     #[test]
     fn shim_arguments_accept_only_engine_generated_ids() {
         let id = "a".repeat(64);
-        let args: Vec<OsString> = ["--root", "/var/lib/porthole", "--id", &id]
-            .iter()
-            .map(OsString::from)
-            .collect();
-        assert_eq!(
-            parse_args(&args),
-            Some((PathBuf::from("/var/lib/porthole"), id))
-        );
-        let bad: Vec<OsString> = ["--root", "/r", "--id", "../../etc"]
-            .iter()
-            .map(OsString::from)
-            .collect();
+        let args: Vec<OsString> = ["--root", "/var/lib/porthole", "--id", &id].iter().map(OsString::from).collect();
+        assert_eq!(parse_args(&args), Some((PathBuf::from("/var/lib/porthole"), id)));
+        let bad: Vec<OsString> = ["--root", "/r", "--id", "../../etc"].iter().map(OsString::from).collect();
         assert_eq!(parse_args(&bad), None);
-        let unknown: Vec<OsString> = ["--root", "/r", "--evil"]
-            .iter()
-            .map(OsString::from)
-            .collect();
+        let unknown: Vec<OsString> = ["--root", "/r", "--evil"].iter().map(OsString::from).collect();
         assert_eq!(parse_args(&unknown), None);
     }
 
@@ -1601,10 +1355,7 @@ mod tests {
     fn wait_statuses_map_to_docker_exit_codes() {
         let pid = Pid::from_raw(1);
         assert_eq!(exit_code_of(WaitStatus::Exited(pid, 3)), Some(3));
-        assert_eq!(
-            exit_code_of(WaitStatus::Signaled(pid, Signal::SIGKILL, false)),
-            Some(137)
-        );
+        assert_eq!(exit_code_of(WaitStatus::Signaled(pid, Signal::SIGKILL, false)), Some(137));
         assert_eq!(exit_code_of(WaitStatus::StillAlive), None);
     }
 }

@@ -5,12 +5,11 @@ use std::collections::HashSet;
 use std::path::{Component, Path, PathBuf};
 
 use oci_spec::runtime::{
-    Arch, Capability, LinuxBuilder, LinuxCapabilities, LinuxCpuBuilder, LinuxDeviceCgroup,
-    LinuxDeviceCgroupBuilder, LinuxDeviceType, LinuxMemoryBuilder, LinuxNamespace,
-    LinuxNamespaceBuilder, LinuxNamespaceType, LinuxPidsBuilder, LinuxResourcesBuilder,
-    LinuxSeccomp, LinuxSeccompAction, LinuxSeccompArg, LinuxSeccompArgBuilder,
-    LinuxSeccompOperator, LinuxSyscall, Mount, MountBuilder, PosixRlimitBuilder, PosixRlimitType,
-    Process, ProcessBuilder, RootBuilder, Spec, SpecBuilder, UserBuilder,
+    Arch, Capability, LinuxBuilder, LinuxCapabilities, LinuxCpuBuilder, LinuxDeviceCgroup, LinuxDeviceCgroupBuilder,
+    LinuxDeviceType, LinuxMemoryBuilder, LinuxNamespace, LinuxNamespaceBuilder, LinuxNamespaceType, LinuxPidsBuilder,
+    LinuxResourcesBuilder, LinuxSeccomp, LinuxSeccompAction, LinuxSeccompArg, LinuxSeccompArgBuilder,
+    LinuxSeccompOperator, LinuxSyscall, Mount, MountBuilder, PosixRlimitBuilder, PosixRlimitType, Process,
+    ProcessBuilder, RootBuilder, Spec, SpecBuilder, UserBuilder,
 };
 
 use crate::api::{EngineError, NetworkMode, Resources, Result};
@@ -37,7 +36,10 @@ pub enum SpecMount {
         read_only: bool,
     },
     /// `size_bytes` 0 leaves the kernel's default (half of RAM).
-    Tmpfs { target: String, size_bytes: u64 },
+    Tmpfs {
+        target: String,
+        size_bytes: u64,
+    },
 }
 
 /// Everything `build_spec` needs to know about one container.
@@ -108,8 +110,7 @@ impl Host {
             .is_some_and(|v| v >= (4, 8));
         Host {
             cgroup_v2,
-            swap_limit: cgroup_v2
-                || Path::new("/sys/fs/cgroup/memory/memory.memsw.limit_in_bytes").exists(),
+            swap_limit: cgroup_v2 || Path::new("/sys/fs/cgroup/memory/memory.memsw.limit_in_bytes").exists(),
             // Raising the hard limit above our own needs CAP_SYS_RESOURCE, which a sandboxed
             // engine may lack: never ask for more than this process has.
             nofile: nr_open.min(DEFAULT_NOFILE).min(own_hard_nofile()),
@@ -157,9 +158,7 @@ fn build_spec_on(input: &SpecInput, host: &Host) -> Result<Spec> {
             .devices(device_rules()?)
             .memory(memory_limit(&input.resources, host)?)
             .cpu(cpu_limit(&input.resources)?)
-            .pids(oci(LinuxPidsBuilder::default()
-                .limit(pids_limit(&input.resources)?)
-                .build())?)
+            .pids(oci(LinuxPidsBuilder::default().limit(pids_limit(&input.resources)?).build())?)
             .build())?)
         .cgroups_path(input.cgroups_path.clone())
         // libcontainer creates the standard nodes (null, zero, full, random, urandom, tty,
@@ -173,10 +172,7 @@ fn build_spec_on(input: &SpecInput, host: &Host) -> Result<Spec> {
 
     let mut spec = oci(SpecBuilder::default()
         .version("1.0.2")
-        .root(oci(RootBuilder::default()
-            .path(input.rootfs.clone())
-            .readonly(input.read_only_rootfs)
-            .build())?)
+        .root(oci(RootBuilder::default().path(input.rootfs.clone()).readonly(input.read_only_rootfs).build())?)
         .mounts(mounts)
         .process(process_spec_on(&input.process, host)?)
         .hostname(input.hostname.clone())
@@ -207,11 +203,7 @@ fn process_spec_on(p: &ProcessSpec, host: &Host) -> Result<Process> {
             "invalid command or environment entry {bad:?}: it contains a NUL byte"
         )));
     }
-    let cwd = if p.cwd.is_empty() {
-        "/"
-    } else {
-        p.cwd.as_str()
-    };
+    let cwd = if p.cwd.is_empty() { "/" } else { p.cwd.as_str() };
     if !cwd.starts_with('/') || cwd.contains('\0') {
         return Err(EngineError::invalid(format!(
             "the working directory {cwd:?} is invalid: it needs to be an absolute path"
@@ -275,9 +267,7 @@ pub fn default_capabilities() -> Vec<Capability> {
 
 /// The bitmask CapEff must show inside a container with the default set (for tests: /proc/self/status CapEff).
 pub fn default_capability_mask() -> u64 {
-    default_capabilities()
-        .into_iter()
-        .fold(0, |mask, cap| mask | 1u64 << capability_bit(cap))
+    default_capabilities().into_iter().fold(0, |mask, cap| mask | 1u64 << capability_bit(cap))
 }
 
 /// The kernel's bit number for a capability (linux/capability.h). Exhaustive on purpose:
@@ -346,13 +336,7 @@ const MASKED_PATHS: &[&str] = &[
 ];
 
 /// moby's read-only paths: host-wide kernel knobs that stay visible but must not be changed.
-const READONLY_PATHS: &[&str] = &[
-    "/proc/bus",
-    "/proc/fs",
-    "/proc/irq",
-    "/proc/sys",
-    "/proc/sysrq-trigger",
-];
+const READONLY_PATHS: &[&str] = &["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"];
 
 /// Targets the engine mounts itself; mounting over them would undo masking and read-only
 /// protections or break the container's /dev.
@@ -379,19 +363,11 @@ fn namespaces(network: NetworkMode, host: &Host) -> Result<Vec<LinuxNamespace>> 
     if host.cgroup_v2 {
         types.push(LinuxNamespaceType::Cgroup);
     }
-    types
-        .into_iter()
-        .map(|typ| oci(LinuxNamespaceBuilder::default().typ(typ).build()))
-        .collect()
+    types.into_iter().map(|typ| oci(LinuxNamespaceBuilder::default().typ(typ).build())).collect()
 }
 
 fn mount(destination: &str, typ: &str, source: &str, options: &[&str]) -> Result<Mount> {
-    oci(MountBuilder::default()
-        .destination(destination)
-        .typ(typ)
-        .source(source)
-        .options(strings(options))
-        .build())
+    oci(MountBuilder::default().destination(destination).typ(typ).source(source).options(strings(options)).build())
 }
 
 /// runc's and moby's default filesystems, in the order they must be mounted (/dev before the
@@ -399,49 +375,17 @@ fn mount(destination: &str, typ: &str, source: &str, options: &[&str]) -> Result
 fn default_mounts() -> Result<Vec<Mount>> {
     Ok(vec![
         mount("/proc", "proc", "proc", &["nosuid", "noexec", "nodev"])?,
-        mount(
-            "/dev",
-            "tmpfs",
-            "tmpfs",
-            &["nosuid", "strictatime", "mode=755", "size=65536k"],
-        )?,
+        mount("/dev", "tmpfs", "tmpfs", &["nosuid", "strictatime", "mode=755", "size=65536k"])?,
         mount(
             "/dev/pts",
             "devpts",
             "devpts",
-            &[
-                "nosuid",
-                "noexec",
-                "newinstance",
-                "ptmxmode=0666",
-                "mode=0620",
-                "gid=5",
-            ],
+            &["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"],
         )?,
-        mount(
-            "/dev/shm",
-            "tmpfs",
-            "shm",
-            &["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"],
-        )?,
-        mount(
-            "/dev/mqueue",
-            "mqueue",
-            "mqueue",
-            &["nosuid", "noexec", "nodev"],
-        )?,
-        mount(
-            "/sys",
-            "sysfs",
-            "sysfs",
-            &["nosuid", "noexec", "nodev", "ro"],
-        )?,
-        mount(
-            "/sys/fs/cgroup",
-            "cgroup",
-            "cgroup",
-            &["ro", "nosuid", "noexec", "nodev"],
-        )?,
+        mount("/dev/shm", "tmpfs", "shm", &["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"])?,
+        mount("/dev/mqueue", "mqueue", "mqueue", &["nosuid", "noexec", "nodev"])?,
+        mount("/sys", "sysfs", "sysfs", &["nosuid", "noexec", "nodev", "ro"])?,
+        mount("/sys/fs/cgroup", "cgroup", "cgroup", &["ro", "nosuid", "noexec", "nodev"])?,
     ])
 }
 
@@ -455,9 +399,7 @@ fn mount_target(target: &str) -> Result<String> {
     }
     let path = Path::new(target);
     if path.components().any(|c| c == Component::ParentDir) {
-        return Err(EngineError::invalid(format!(
-            "invalid mount target {target:?}: it must not contain \"..\""
-        )));
+        return Err(EngineError::invalid(format!("invalid mount target {target:?}: it must not contain \"..\"")));
     }
     let normal: PathBuf = path.components().collect();
     if normal == Path::new("/") {
@@ -479,11 +421,7 @@ fn user_mounts(mounts: &[SpecMount]) -> Result<Vec<Mount>> {
     let mut out = Vec::with_capacity(mounts.len());
     for m in mounts {
         let (target, built) = match m {
-            SpecMount::Bind {
-                source,
-                target,
-                read_only,
-            } => {
+            SpecMount::Bind { source, target, read_only } => {
                 let target = mount_target(target)?;
                 if !source.is_absolute() {
                     return Err(EngineError::invalid(format!(
@@ -536,10 +474,7 @@ fn device_rule(
     minor: Option<i64>,
     access: &str,
 ) -> Result<LinuxDeviceCgroup> {
-    let mut b = LinuxDeviceCgroupBuilder::default()
-        .allow(allow)
-        .typ(typ)
-        .access(access);
+    let mut b = LinuxDeviceCgroupBuilder::default().allow(allow).typ(typ).access(access);
     if let Some(major) = major {
         b = b.major(major);
     }
@@ -561,15 +496,15 @@ fn device_rules() -> Result<Vec<LinuxDeviceCgroup>> {
         // Creating nodes is harmless when they cannot be opened.
         device_rule(true, C, None, None, "m")?,
         device_rule(true, B, None, None, "m")?,
-        device_rule(true, C, Some(1), Some(3), rwm)?, // null
-        device_rule(true, C, Some(1), Some(5), rwm)?, // zero
-        device_rule(true, C, Some(1), Some(7), rwm)?, // full
-        device_rule(true, C, Some(1), Some(8), rwm)?, // random
-        device_rule(true, C, Some(1), Some(9), rwm)?, // urandom
-        device_rule(true, C, Some(5), Some(0), rwm)?, // tty
-        device_rule(true, C, Some(5), Some(1), rwm)?, // console
-        device_rule(true, C, Some(5), Some(2), rwm)?, // ptmx
-        device_rule(true, C, Some(136), None, rwm)?,  // pts
+        device_rule(true, C, Some(1), Some(3), rwm)?,     // null
+        device_rule(true, C, Some(1), Some(5), rwm)?,     // zero
+        device_rule(true, C, Some(1), Some(7), rwm)?,     // full
+        device_rule(true, C, Some(1), Some(8), rwm)?,     // random
+        device_rule(true, C, Some(1), Some(9), rwm)?,     // urandom
+        device_rule(true, C, Some(5), Some(0), rwm)?,     // tty
+        device_rule(true, C, Some(5), Some(1), rwm)?,     // console
+        device_rule(true, C, Some(5), Some(2), rwm)?,     // ptmx
+        device_rule(true, C, Some(136), None, rwm)?,      // pts
         device_rule(false, C, Some(10), Some(229), rwm)?, // fuse, as moby denies explicitly
     ])
 }
@@ -582,11 +517,8 @@ fn memory_limit(r: &Resources, host: &Host) -> Result<oci_spec::runtime::LinuxMe
                 "invalid memory limit of {bytes} bytes: the minimum allowed is 6MB ({MIN_MEMORY_BYTES} bytes)"
             )));
         }
-        let limit = i64::try_from(bytes).map_err(|_| {
-            EngineError::invalid(format!(
-                "invalid memory limit of {bytes} bytes: it is too large"
-            ))
-        })?;
+        let limit = i64::try_from(bytes)
+            .map_err(|_| EngineError::invalid(format!("invalid memory limit of {bytes} bytes: it is too large")))?;
         b = b.limit(limit);
         if host.swap_limit {
             // memory+swap equal to memory: swap cannot be used to exceed the limit.
@@ -612,11 +544,7 @@ fn cpu_limit(r: &Resources) -> Result<oci_spec::runtime::LinuxCpu> {
         let quota = millis
             .checked_mul(CPU_PERIOD_US / 1000)
             .and_then(|q| i64::try_from(q).ok())
-            .ok_or_else(|| {
-                EngineError::invalid(format!(
-                    "invalid CPU limit of {millis} millicpus: it is too large"
-                ))
-            })?;
+            .ok_or_else(|| EngineError::invalid(format!("invalid CPU limit of {millis} millicpus: it is too large")))?;
         b = b.period(CPU_PERIOD_US).quota(quota);
     }
     oci(b.build())
@@ -646,10 +574,7 @@ fn seccomp_profile(ptrace_safe: bool) -> LinuxSeccomp {
     // Only the execution domains moby allows: PER_LINUX, UNAME26, ADDR_NO_RANDOMIZE, both,
     // and the 0xffffffff query. Others (e.g. READ_IMPLIES_EXEC) weaken memory protections.
     for persona in [0x0, 0x0008, 0x20000, 0x20008, 0xffff_ffff] {
-        syscalls.push(with_arg(
-            allow(&["personality"]),
-            arg(0, persona, None, LinuxSeccompOperator::ScmpCmpEq),
-        ));
+        syscalls.push(with_arg(allow(&["personality"]), arg(0, persona, None, LinuxSeccompOperator::ScmpCmpEq)));
     }
     if cfg!(target_arch = "x86_64") {
         syscalls.push(allow(&["arch_prctl", "modify_ldt"]));
@@ -677,12 +602,7 @@ fn seccomp_profile(ptrace_safe: bool) -> LinuxSeccomp {
     // included, would be allowed.
     syscalls.push(with_arg(
         allow(&["clone"]),
-        arg(
-            0,
-            0,
-            Some(CLONE_NAMESPACE_FLAGS),
-            LinuxSeccompOperator::ScmpCmpMaskedEq,
-        ),
+        arg(0, 0, Some(CLONE_NAMESPACE_FLAGS), LinuxSeccompOperator::ScmpCmpMaskedEq),
     ));
     // clone3 passes its flags in memory seccomp cannot inspect; ENOSYS (not EPERM) makes
     // glibc fall back to clone, which the rule above can check.
@@ -719,23 +639,14 @@ fn allow(names: &[&str]) -> LinuxSyscall {
     s
 }
 
-fn arg(
-    index: usize,
-    value: u64,
-    value_two: Option<u64>,
-    op: LinuxSeccompOperator,
-) -> LinuxSeccompArg {
-    let mut b = LinuxSeccompArgBuilder::default()
-        .index(index)
-        .value(value)
-        .op(op);
+fn arg(index: usize, value: u64, value_two: Option<u64>, op: LinuxSeccompOperator) -> LinuxSeccompArg {
+    let mut b = LinuxSeccompArgBuilder::default().index(index).value(value).op(op);
     if let Some(v) = value_two {
         b = b.value_two(v);
     }
     // LinuxSeccompArg has no setters, and its builder has a default for every field, so
     // building cannot fail.
-    b.build()
-        .expect("every LinuxSeccompArg field has a default")
+    b.build().expect("every LinuxSeccompArg field has a default")
 }
 
 fn with_arg(mut s: LinuxSyscall, a: LinuxSeccompArg) -> LinuxSyscall {
@@ -1108,18 +1019,8 @@ mod tests {
     use crate::api::ErrorKind;
     use serde_json::Value;
 
-    const V1_HOST: Host = Host {
-        cgroup_v2: false,
-        swap_limit: true,
-        nofile: 1_048_576,
-        ptrace_safe: true,
-    };
-    const V2_HOST: Host = Host {
-        cgroup_v2: true,
-        swap_limit: true,
-        nofile: 524_288,
-        ptrace_safe: true,
-    };
+    const V1_HOST: Host = Host { cgroup_v2: false, swap_limit: true, nofile: 1_048_576, ptrace_safe: true };
+    const V2_HOST: Host = Host { cgroup_v2: true, swap_limit: true, nofile: 524_288, ptrace_safe: true };
 
     fn process() -> ProcessSpec {
         ProcessSpec {
@@ -1157,15 +1058,7 @@ mod tests {
     }
 
     fn namespace_types(spec: &Spec) -> Vec<LinuxNamespaceType> {
-        spec.linux()
-            .as_ref()
-            .unwrap()
-            .namespaces()
-            .as_ref()
-            .unwrap()
-            .iter()
-            .map(|n| n.typ())
-            .collect()
+        spec.linux().as_ref().unwrap().namespaces().as_ref().unwrap().iter().map(|n| n.typ()).collect()
     }
 
     fn mount_at<'a>(spec: &'a Spec, dest: &str) -> &'a Mount {
@@ -1178,12 +1071,7 @@ mod tests {
     }
 
     fn options(m: &Mount) -> Vec<&str> {
-        m.options()
-            .as_ref()
-            .unwrap()
-            .iter()
-            .map(String::as_str)
-            .collect()
+        m.options().as_ref().unwrap().iter().map(String::as_str).collect()
     }
 
     fn resources(spec: &Spec) -> oci_spec::runtime::LinuxResources {
@@ -1191,22 +1079,12 @@ mod tests {
     }
 
     fn with_resources(r: Resources) -> SpecInput {
-        SpecInput {
-            resources: r,
-            ..input()
-        }
+        SpecInput { resources: r, ..input() }
     }
 
     #[test]
     fn spec_serialises_with_docker_defaults() {
-        let spec = build_spec_on(
-            &SpecInput {
-                read_only_rootfs: true,
-                ..input()
-            },
-            &V1_HOST,
-        )
-        .unwrap();
+        let spec = build_spec_on(&SpecInput { read_only_rootfs: true, ..input() }, &V1_HOST).unwrap();
         let text = serde_json::to_string(&spec).unwrap();
         let v: Value = serde_json::from_str(&text).unwrap();
 
@@ -1220,12 +1098,8 @@ mod tests {
         assert!(v["linux"].get("sysctl").is_none());
         assert_eq!(v["linux"]["devices"], serde_json::json!([]));
 
-        let masked: Vec<&str> = v["linux"]["maskedPaths"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|p| p.as_str().unwrap())
-            .collect();
+        let masked: Vec<&str> =
+            v["linux"]["maskedPaths"].as_array().unwrap().iter().map(|p| p.as_str().unwrap()).collect();
         assert_eq!(
             masked,
             [
@@ -1243,22 +1117,9 @@ mod tests {
                 "/sys/devices/virtual/powercap",
             ]
         );
-        let readonly: Vec<&str> = v["linux"]["readonlyPaths"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|p| p.as_str().unwrap())
-            .collect();
-        assert_eq!(
-            readonly,
-            [
-                "/proc/bus",
-                "/proc/fs",
-                "/proc/irq",
-                "/proc/sys",
-                "/proc/sysrq-trigger"
-            ]
-        );
+        let readonly: Vec<&str> =
+            v["linux"]["readonlyPaths"].as_array().unwrap().iter().map(|p| p.as_str().unwrap()).collect();
+        assert_eq!(readonly, ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"]);
 
         // Round-trips through the JSON libcontainer reads.
         let back: Spec = serde_json::from_str(&text).unwrap();
@@ -1268,32 +1129,12 @@ mod tests {
     #[test]
     fn default_mounts_match_docker() {
         let spec = build_spec_on(&input(), &V1_HOST).unwrap();
-        let dests: Vec<_> = spec
-            .mounts()
-            .as_ref()
-            .unwrap()
-            .iter()
-            .map(|m| m.destination().to_str().unwrap())
-            .collect();
-        assert_eq!(
-            dests,
-            [
-                "/proc",
-                "/dev",
-                "/dev/pts",
-                "/dev/shm",
-                "/dev/mqueue",
-                "/sys",
-                "/sys/fs/cgroup"
-            ]
-        );
+        let dests: Vec<_> = spec.mounts().as_ref().unwrap().iter().map(|m| m.destination().to_str().unwrap()).collect();
+        assert_eq!(dests, ["/proc", "/dev", "/dev/pts", "/dev/shm", "/dev/mqueue", "/sys", "/sys/fs/cgroup"]);
 
         let dev = mount_at(&spec, "/dev");
         assert_eq!(dev.typ().as_deref(), Some("tmpfs"));
-        assert_eq!(
-            options(dev),
-            ["nosuid", "strictatime", "mode=755", "size=65536k"]
-        );
+        assert_eq!(options(dev), ["nosuid", "strictatime", "mode=755", "size=65536k"]);
         let pts = mount_at(&spec, "/dev/pts");
         assert_eq!(pts.typ().as_deref(), Some("devpts"));
         for o in ["newinstance", "ptmxmode=0666", "mode=0620", "gid=5"] {
@@ -1303,10 +1144,7 @@ mod tests {
         for o in ["nosuid", "nodev", "noexec", "size=65536k"] {
             assert!(shm.contains(&o), "{o}");
         }
-        assert_eq!(
-            mount_at(&spec, "/dev/mqueue").typ().as_deref(),
-            Some("mqueue")
-        );
+        assert_eq!(mount_at(&spec, "/dev/mqueue").typ().as_deref(), Some("mqueue"));
         let sys = mount_at(&spec, "/sys");
         assert_eq!(sys.typ().as_deref(), Some("sysfs"));
         assert!(options(sys).contains(&"ro"));
@@ -1343,16 +1181,8 @@ mod tests {
     #[test]
     fn default_capabilities_are_exactly_dockers_fourteen() {
         let caps = default_capabilities();
-        let names: HashSet<String> = caps
-            .iter()
-            .map(|c| {
-                serde_json::to_value(c)
-                    .unwrap()
-                    .as_str()
-                    .unwrap()
-                    .to_string()
-            })
-            .collect();
+        let names: HashSet<String> =
+            caps.iter().map(|c| serde_json::to_value(c).unwrap().as_str().unwrap().to_string()).collect();
         let docker: HashSet<String> = [
             "CAP_CHOWN",
             "CAP_DAC_OVERRIDE",
@@ -1391,14 +1221,7 @@ mod tests {
         }
         assert!(!ns.contains(&LinuxNamespaceType::User));
 
-        let host = build_spec_on(
-            &SpecInput {
-                network_mode: NetworkMode::Host,
-                ..input()
-            },
-            &V1_HOST,
-        )
-        .unwrap();
+        let host = build_spec_on(&SpecInput { network_mode: NetworkMode::Host, ..input() }, &V1_HOST).unwrap();
         let ns = namespace_types(&host);
         assert!(!ns.contains(&LinuxNamespaceType::Network), "{ns:?}");
         // Still its own hostname: uts stays private.
@@ -1416,14 +1239,9 @@ mod tests {
 
     #[test]
     fn devices_deny_all_then_allow_dockers_list() {
-        let devices = resources(&build_spec_on(&input(), &V1_HOST).unwrap())
-            .devices()
-            .clone()
-            .unwrap();
-        let rules: Vec<String> = devices
-            .iter()
-            .map(|d| format!("{} {}", if d.allow() { "allow" } else { "deny" }, d))
-            .collect();
+        let devices = resources(&build_spec_on(&input(), &V1_HOST).unwrap()).devices().clone().unwrap();
+        let rules: Vec<String> =
+            devices.iter().map(|d| format!("{} {}", if d.allow() { "allow" } else { "deny" }, d)).collect();
         assert_eq!(rules[0], "deny a *:* rwm");
         for want in [
             "allow c *:* m",
@@ -1439,15 +1257,9 @@ mod tests {
             "allow c 136:* rwm",
             "deny c 10:229 rwm",
         ] {
-            assert!(
-                rules.contains(&want.to_string()),
-                "{want} missing from {rules:?}"
-            );
+            assert!(rules.contains(&want.to_string()), "{want} missing from {rules:?}");
         }
-        assert!(
-            !rules.iter().any(|r| r.starts_with("allow c 10:200")),
-            "tun is not in Docker's list"
-        );
+        assert!(!rules.iter().any(|r| r.starts_with("allow c 10:200")), "tun is not in Docker's list");
     }
 
     #[test]
@@ -1455,24 +1267,10 @@ mod tests {
         let spec = build_spec_on(
             &SpecInput {
                 mounts: vec![
-                    SpecMount::Bind {
-                        source: "/srv/data".into(),
-                        target: "/data".into(),
-                        read_only: true,
-                    },
-                    SpecMount::Bind {
-                        source: "/srv/rw".into(),
-                        target: "/rw/".into(),
-                        read_only: false,
-                    },
-                    SpecMount::Tmpfs {
-                        target: "/run".into(),
-                        size_bytes: 1 << 20,
-                    },
-                    SpecMount::Tmpfs {
-                        target: "/scratch".into(),
-                        size_bytes: 0,
-                    },
+                    SpecMount::Bind { source: "/srv/data".into(), target: "/data".into(), read_only: true },
+                    SpecMount::Bind { source: "/srv/rw".into(), target: "/rw/".into(), read_only: false },
+                    SpecMount::Tmpfs { target: "/run".into(), size_bytes: 1 << 20 },
+                    SpecMount::Tmpfs { target: "/scratch".into(), size_bytes: 0 },
                 ],
                 ..input()
             },
@@ -1513,44 +1311,18 @@ mod tests {
         ];
         for (target, reason) in cases {
             for m in [
-                SpecMount::Tmpfs {
-                    target: target.to_string(),
-                    size_bytes: 0,
-                },
-                SpecMount::Bind {
-                    source: "/srv".into(),
-                    target: target.to_string(),
-                    read_only: false,
-                },
+                SpecMount::Tmpfs { target: target.to_string(), size_bytes: 0 },
+                SpecMount::Bind { source: "/srv".into(), target: target.to_string(), read_only: false },
             ] {
-                let msg = invalid(build_spec_on(
-                    &SpecInput {
-                        mounts: vec![m],
-                        ..input()
-                    },
-                    &V1_HOST,
-                ));
+                let msg = invalid(build_spec_on(&SpecInput { mounts: vec![m], ..input() }, &V1_HOST));
                 assert!(msg.contains(reason), "{target:?}: {msg}");
-                assert!(
-                    msg.contains(&format!("{target:?}")),
-                    "{target:?} not named in: {msg}"
-                );
+                assert!(msg.contains(&format!("{target:?}")), "{target:?} not named in: {msg}");
             }
         }
         // Only whole components count: /procfs and /device are ordinary paths.
         for ok in ["/procfs", "/device", "/system"] {
-            let m = SpecMount::Tmpfs {
-                target: ok.into(),
-                size_bytes: 0,
-            };
-            build_spec_on(
-                &SpecInput {
-                    mounts: vec![m],
-                    ..input()
-                },
-                &V1_HOST,
-            )
-            .unwrap();
+            let m = SpecMount::Tmpfs { target: ok.into(), size_bytes: 0 };
+            build_spec_on(&SpecInput { mounts: vec![m], ..input() }, &V1_HOST).unwrap();
         }
     }
 
@@ -1559,15 +1331,8 @@ mod tests {
         let msg = invalid(build_spec_on(
             &SpecInput {
                 mounts: vec![
-                    SpecMount::Tmpfs {
-                        target: "/data".into(),
-                        size_bytes: 0,
-                    },
-                    SpecMount::Bind {
-                        source: "/srv".into(),
-                        target: "/data/".into(),
-                        read_only: false,
-                    },
+                    SpecMount::Tmpfs { target: "/data".into(), size_bytes: 0 },
+                    SpecMount::Bind { source: "/srv".into(), target: "/data/".into(), read_only: false },
                 ],
                 ..input()
             },
@@ -1577,11 +1342,7 @@ mod tests {
 
         let msg = invalid(build_spec_on(
             &SpecInput {
-                mounts: vec![SpecMount::Bind {
-                    source: "srv/x".into(),
-                    target: "/x".into(),
-                    read_only: false,
-                }],
+                mounts: vec![SpecMount::Bind { source: "srv/x".into(), target: "/x".into(), read_only: false }],
                 ..input()
             },
             &V1_HOST,
@@ -1591,95 +1352,52 @@ mod tests {
 
     #[test]
     fn memory_limit_sets_swap_to_the_same_value() {
-        let r = Resources {
-            memory_bytes: Some(64 << 20),
-            ..Default::default()
-        };
-        let mem = resources(&build_spec_on(&with_resources(r), &V1_HOST).unwrap())
-            .memory()
-            .unwrap();
+        let r = Resources { memory_bytes: Some(64 << 20), ..Default::default() };
+        let mem = resources(&build_spec_on(&with_resources(r), &V1_HOST).unwrap()).memory().unwrap();
         assert_eq!(mem.limit(), Some(64 << 20));
         assert_eq!(mem.swap(), Some(64 << 20));
 
         // Without swap accounting the limit still applies, swap is left alone (as Docker).
-        let no_swap = Host {
-            swap_limit: false,
-            ..V1_HOST
-        };
-        let mem = resources(&build_spec_on(&with_resources(r), &no_swap).unwrap())
-            .memory()
-            .unwrap();
+        let no_swap = Host { swap_limit: false, ..V1_HOST };
+        let mem = resources(&build_spec_on(&with_resources(r), &no_swap).unwrap()).memory().unwrap();
         assert_eq!((mem.limit(), mem.swap()), (Some(64 << 20), None));
 
-        let none = resources(&build_spec_on(&input(), &V1_HOST).unwrap())
-            .memory()
-            .unwrap();
+        let none = resources(&build_spec_on(&input(), &V1_HOST).unwrap()).memory().unwrap();
         assert_eq!((none.limit(), none.swap()), (None, None));
     }
 
     #[test]
     fn memory_below_docker_minimum_is_invalid() {
-        let r = Resources {
-            memory_bytes: Some(MIN_MEMORY_BYTES - 1),
-            ..Default::default()
-        };
+        let r = Resources { memory_bytes: Some(MIN_MEMORY_BYTES - 1), ..Default::default() };
         let msg = invalid(build_spec_on(&with_resources(r), &V1_HOST));
         assert!(msg.contains("memory limit") && msg.contains("6MB"), "{msg}");
 
-        let r = Resources {
-            memory_bytes: Some(MIN_MEMORY_BYTES),
-            ..Default::default()
-        };
+        let r = Resources { memory_bytes: Some(MIN_MEMORY_BYTES), ..Default::default() };
         build_spec_on(&with_resources(r), &V1_HOST).unwrap();
 
-        let r = Resources {
-            memory_bytes: Some(u64::MAX),
-            ..Default::default()
-        };
+        let r = Resources { memory_bytes: Some(u64::MAX), ..Default::default() };
         assert!(invalid(build_spec_on(&with_resources(r), &V1_HOST)).contains("too large"));
     }
 
     #[test]
     fn cpu_millis_become_a_cfs_quota() {
-        let r = Resources {
-            cpu_millis: Some(1500),
-            ..Default::default()
-        };
-        let cpu = resources(&build_spec_on(&with_resources(r), &V1_HOST).unwrap())
-            .cpu()
-            .clone()
-            .unwrap();
+        let r = Resources { cpu_millis: Some(1500), ..Default::default() };
+        let cpu = resources(&build_spec_on(&with_resources(r), &V1_HOST).unwrap()).cpu().clone().unwrap();
         assert_eq!(cpu.period(), Some(100_000));
         assert_eq!(cpu.quota(), Some(150_000));
 
-        let r = Resources {
-            cpu_millis: Some(10),
-            ..Default::default()
-        };
-        let cpu = resources(&build_spec_on(&with_resources(r), &V1_HOST).unwrap())
-            .cpu()
-            .clone()
-            .unwrap();
+        let r = Resources { cpu_millis: Some(10), ..Default::default() };
+        let cpu = resources(&build_spec_on(&with_resources(r), &V1_HOST).unwrap()).cpu().clone().unwrap();
         assert_eq!(cpu.quota(), Some(1_000));
 
-        let cpu = resources(&build_spec_on(&input(), &V1_HOST).unwrap())
-            .cpu()
-            .clone()
-            .unwrap();
+        let cpu = resources(&build_spec_on(&input(), &V1_HOST).unwrap()).cpu().clone().unwrap();
         assert_eq!((cpu.period(), cpu.quota()), (None, None));
     }
 
     #[test]
     fn zero_tiny_or_huge_cpu_limits_are_invalid() {
-        for (millis, reason) in [
-            (0, "CPU limit of 0"),
-            (5, "minimum is 10"),
-            (u64::MAX, "too large"),
-        ] {
-            let r = Resources {
-                cpu_millis: Some(millis),
-                ..Default::default()
-            };
+        for (millis, reason) in [(0, "CPU limit of 0"), (5, "minimum is 10"), (u64::MAX, "too large")] {
+            let r = Resources { cpu_millis: Some(millis), ..Default::default() };
             let msg = invalid(build_spec_on(&with_resources(r), &V1_HOST));
             assert!(msg.contains(reason), "{millis}: {msg}");
         }
@@ -1687,19 +1405,12 @@ mod tests {
 
     #[test]
     fn default_pids_limit_applies_when_unset() {
-        let pids = resources(&build_spec_on(&input(), &V1_HOST).unwrap())
-            .pids()
-            .unwrap();
+        let pids = resources(&build_spec_on(&input(), &V1_HOST).unwrap()).pids().unwrap();
         assert_eq!(pids.limit(), DEFAULT_PIDS_LIMIT);
 
         for n in [1, 100, -1] {
-            let r = Resources {
-                pids_limit: Some(n),
-                ..Default::default()
-            };
-            let pids = resources(&build_spec_on(&with_resources(r), &V1_HOST).unwrap())
-                .pids()
-                .unwrap();
+            let r = Resources { pids_limit: Some(n), ..Default::default() };
+            let pids = resources(&build_spec_on(&with_resources(r), &V1_HOST).unwrap()).pids().unwrap();
             assert_eq!(pids.limit(), n);
         }
     }
@@ -1707,36 +1418,17 @@ mod tests {
     #[test]
     fn zero_or_negative_pids_limits_are_invalid() {
         for n in [0, -2, i64::MIN] {
-            let r = Resources {
-                pids_limit: Some(n),
-                ..Default::default()
-            };
+            let r = Resources { pids_limit: Some(n), ..Default::default() };
             let msg = invalid(build_spec_on(&with_resources(r), &V1_HOST));
-            assert!(
-                msg.contains(&format!("invalid pids limit {n}")) && msg.contains("-1"),
-                "{msg}"
-            );
+            assert!(msg.contains(&format!("invalid pids limit {n}")) && msg.contains("-1"), "{msg}");
         }
     }
 
     #[test]
     fn long_hostname_is_invalid() {
-        let msg = invalid(build_spec_on(
-            &SpecInput {
-                hostname: "h".repeat(65),
-                ..input()
-            },
-            &V1_HOST,
-        ));
+        let msg = invalid(build_spec_on(&SpecInput { hostname: "h".repeat(65), ..input() }, &V1_HOST));
         assert!(msg.contains("hostname"), "{msg}");
-        build_spec_on(
-            &SpecInput {
-                hostname: "h".repeat(64),
-                ..input()
-            },
-            &V1_HOST,
-        )
-        .unwrap();
+        build_spec_on(&SpecInput { hostname: "h".repeat(64), ..input() }, &V1_HOST).unwrap();
     }
 
     #[test]
@@ -1744,10 +1436,7 @@ mod tests {
         let p = process_spec_on(&process(), &V1_HOST).unwrap();
         let v = serde_json::to_value(&p).unwrap();
         assert_eq!(v["args"], serde_json::json!(["/bin/sh", "-c", "echo hi"]));
-        assert_eq!(
-            v["env"],
-            serde_json::json!(["PATH=/usr/bin:/bin", "HOME=/root"])
-        );
+        assert_eq!(v["env"], serde_json::json!(["PATH=/usr/bin:/bin", "HOME=/root"]));
         assert_eq!(v["cwd"], "/work");
         assert_eq!(v["user"]["uid"], 0);
         assert_eq!(v["user"]["additionalGids"], serde_json::json!([10, 20]));
@@ -1765,10 +1454,7 @@ mod tests {
         let rlimits = p.rlimits().clone().unwrap();
         assert_eq!(rlimits.len(), 1);
         assert_eq!(rlimits[0].typ(), PosixRlimitType::RlimitNofile);
-        assert_eq!(
-            (rlimits[0].soft(), rlimits[0].hard()),
-            (1_048_576, 1_048_576)
-        );
+        assert_eq!((rlimits[0].soft(), rlimits[0].hard()), (1_048_576, 1_048_576));
         // Capped by the host's fs.nr_open.
         let capped = process_spec_on(&process(), &V2_HOST).unwrap();
         assert_eq!(capped.rlimits().as_ref().unwrap()[0].hard(), 524_288);
@@ -1776,16 +1462,7 @@ mod tests {
 
     #[test]
     fn non_root_process_keeps_only_the_bounding_set() {
-        let p = process_spec_on(
-            &ProcessSpec {
-                uid: 1000,
-                gid: 1000,
-                terminal: true,
-                ..process()
-            },
-            &V1_HOST,
-        )
-        .unwrap();
+        let p = process_spec_on(&ProcessSpec { uid: 1000, gid: 1000, terminal: true, ..process() }, &V1_HOST).unwrap();
         let caps = p.capabilities().clone().unwrap();
         assert_eq!(caps.bounding().as_ref().unwrap().len(), 14);
         assert!(caps.effective().as_ref().unwrap().is_empty());
@@ -1801,24 +1478,12 @@ mod tests {
             assert_eq!(e.kind(), ErrorKind::InvalidArgument);
             assert_eq!(e.message(), "no command specified");
         }
-        let e = process_spec(&ProcessSpec {
-            cwd: "work".into(),
-            ..process()
-        })
-        .unwrap_err();
+        let e = process_spec(&ProcessSpec { cwd: "work".into(), ..process() }).unwrap_err();
         assert_eq!(e.kind(), ErrorKind::InvalidArgument);
         assert!(e.message().contains("absolute path"), "{e}");
-        let p = process_spec(&ProcessSpec {
-            cwd: String::new(),
-            ..process()
-        })
-        .unwrap();
+        let p = process_spec(&ProcessSpec { cwd: String::new(), ..process() }).unwrap();
         assert_eq!(p.cwd(), Path::new("/"));
-        let e = process_spec(&ProcessSpec {
-            env: vec!["A=\0".into()],
-            ..process()
-        })
-        .unwrap_err();
+        let e = process_spec(&ProcessSpec { env: vec!["A=\0".into()], ..process() }).unwrap_err();
         assert!(e.message().contains("NUL"), "{e}");
     }
 
@@ -1898,15 +1563,8 @@ mod tests {
     fn seccomp_clone_rule_forbids_namespace_flags_and_clone3_is_enosys() {
         let profile = default_seccomp();
         let syscalls = profile.syscalls().as_ref().unwrap();
-        let clone: Vec<_> = syscalls
-            .iter()
-            .filter(|s| s.names().iter().any(|n| n == "clone"))
-            .collect();
-        assert_eq!(
-            clone.len(),
-            1,
-            "clone must only be allowed through the flag filter"
-        );
+        let clone: Vec<_> = syscalls.iter().filter(|s| s.names().iter().any(|n| n == "clone")).collect();
+        assert_eq!(clone.len(), 1, "clone must only be allowed through the flag filter");
         let args = clone[0].args().as_ref().unwrap();
         assert_eq!(args.len(), 1);
         assert_eq!(args[0].index(), 0);
@@ -1923,10 +1581,7 @@ mod tests {
             | libc::CLONE_NEWNET;
         assert_eq!(CLONE_NAMESPACE_FLAGS, ns_flags as u64);
 
-        let clone3 = syscalls
-            .iter()
-            .find(|s| s.names() == &vec!["clone3".to_string()])
-            .unwrap();
+        let clone3 = syscalls.iter().find(|s| s.names() == &vec!["clone3".to_string()]).unwrap();
         assert_eq!(clone3.action(), LinuxSeccompAction::ScmpActErrno);
         assert_eq!(clone3.errno_ret(), Some(38));
 

@@ -69,12 +69,7 @@ pub fn adopt_received_fd(fd: RawFd) -> OwnedFd {
 
 /// Sets the window size of a terminal.
 pub fn set_window_size(fd: RawFd, rows: u16, cols: u16) -> std::io::Result<()> {
-    let size = libc::winsize {
-        ws_row: rows,
-        ws_col: cols,
-        ws_xpixel: 0,
-        ws_ypixel: 0,
-    };
+    let size = libc::winsize { ws_row: rows, ws_col: cols, ws_xpixel: 0, ws_ypixel: 0 };
     // SAFETY: TIOCSWINSZ reads a winsize struct from a valid pointer; a bad fd fails with EBADF.
     let rc = unsafe { libc::ioctl(fd, libc::TIOCSWINSZ, &size) };
     if rc < 0 {
@@ -93,13 +88,6 @@ pub fn borrow_fd(fd: RawFd) -> std::os::fd::BorrowedFd<'static> {
 /// `lgetxattr(2)`: the attribute's length, or `None` when it is absent or unreadable.
 pub fn lgetxattr(path: &std::ffi::CStr, name: &std::ffi::CStr, value: &mut [u8]) -> Option<usize> {
     // SAFETY: both strings are NUL-terminated and the buffer pointer/length describe `value`.
-    let n = unsafe {
-        libc::lgetxattr(
-            path.as_ptr(),
-            name.as_ptr(),
-            value.as_mut_ptr().cast(),
-            value.len(),
-        )
-    };
+    let n = unsafe { libc::lgetxattr(path.as_ptr(), name.as_ptr(), value.as_mut_ptr().cast(), value.len()) };
     (n >= 0).then_some(n as usize)
 }

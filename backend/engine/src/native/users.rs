@@ -42,12 +42,7 @@ pub fn resolve_user(spec: &str, passwd: Option<&str>, group: Option<&str>) -> Re
         (name, None) => u.name == name,
     });
 
-    let mut resolved = ResolvedUser {
-        uid: 0,
-        gid: 0,
-        additional_gids: Vec::new(),
-        home: None,
-    };
+    let mut resolved = ResolvedUser { uid: 0, gid: 0, additional_gids: Vec::new(), home: None };
     match (matched, uid_arg) {
         (Some(u), _) => {
             resolved.uid = u.uid;
@@ -97,11 +92,8 @@ fn parse_id(arg: &str, spec: &str) -> Result<Option<u32>> {
     if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
         return Ok(None);
     }
-    let out_of_range = || {
-        EngineError::invalid(format!(
-            "invalid user {spec:?}: uids and gids must be in range 0-{MAX_ID}"
-        ))
-    };
+    let out_of_range =
+        || EngineError::invalid(format!("invalid user {spec:?}: uids and gids must be in range 0-{MAX_ID}"));
     if arg.starts_with('-') && digits.bytes().any(|b| b != b'0') {
         return Err(out_of_range());
     }
@@ -159,12 +151,7 @@ fn parse_group(contents: &str) -> Vec<GroupEntry<'_>> {
                 gid: f.get(2)?.parse().ok()?,
                 members: f
                     .get(3)
-                    .map(|list| {
-                        list.split(',')
-                            .map(str::trim)
-                            .filter(|m| !m.is_empty())
-                            .collect()
-                    })
+                    .map(|list| list.split(',').map(str::trim).filter(|m| !m.is_empty()).collect())
                     .unwrap_or_default(),
             })
         })
@@ -214,29 +201,13 @@ staffdup:x:50:app
     #[test]
     fn empty_spec_is_root_with_roots_groups_and_home() {
         let u = resolve("").unwrap();
-        assert_eq!(
-            u,
-            ResolvedUser {
-                uid: 0,
-                gid: 0,
-                additional_gids: vec![10],
-                home: Some("/root".into())
-            }
-        );
+        assert_eq!(u, ResolvedUser { uid: 0, gid: 0, additional_gids: vec![10], home: Some("/root".into()) });
     }
 
     #[test]
     fn empty_spec_without_files_is_plain_root() {
         let u = resolve_user("", None, None).unwrap();
-        assert_eq!(
-            u,
-            ResolvedUser {
-                uid: 0,
-                gid: 0,
-                additional_gids: vec![],
-                home: None
-            }
-        );
+        assert_eq!(u, ResolvedUser { uid: 0, gid: 0, additional_gids: vec![], home: None });
     }
 
     #[test]
@@ -260,36 +231,15 @@ staffdup:x:50:app
     fn numeric_uid_is_never_looked_up_as_a_name() {
         // "2000" is the *name* of uid 3000, but a number always means a uid.
         let u = resolve("2000").unwrap();
-        assert_eq!(
-            u,
-            ResolvedUser {
-                uid: 2000,
-                gid: 0,
-                additional_gids: vec![],
-                home: None
-            }
-        );
+        assert_eq!(u, ResolvedUser { uid: 2000, gid: 0, additional_gids: vec![], home: None });
     }
 
     #[test]
     fn numeric_uid_without_entry_or_files_defaults_gid_to_zero() {
-        assert_eq!(
-            resolve("4242").unwrap(),
-            ResolvedUser {
-                uid: 4242,
-                gid: 0,
-                additional_gids: vec![],
-                home: None
-            }
-        );
+        assert_eq!(resolve("4242").unwrap(), ResolvedUser { uid: 4242, gid: 0, additional_gids: vec![], home: None });
         assert_eq!(
             resolve_user("4242", None, None).unwrap(),
-            ResolvedUser {
-                uid: 4242,
-                gid: 0,
-                additional_gids: vec![],
-                home: None
-            }
+            ResolvedUser { uid: 4242, gid: 0, additional_gids: vec![], home: None }
         );
     }
 
@@ -365,19 +315,9 @@ staffdup:x:50:app
 
     #[test]
     fn negative_and_oversized_ids_are_rejected() {
-        for spec in [
-            "-1",
-            "1000:-5",
-            "4294967296",
-            "2147483648",
-            "99999999999999999999",
-            "0:4294967295",
-        ] {
+        for spec in ["-1", "1000:-5", "4294967296", "2147483648", "99999999999999999999", "0:4294967295"] {
             let msg = invalid_message(resolve(spec));
-            assert!(
-                msg.contains("must be in range 0-2147483647"),
-                "{spec}: {msg}"
-            );
+            assert!(msg.contains("must be in range 0-2147483647"), "{spec}: {msg}");
         }
         assert_eq!(resolve("2147483647").unwrap().uid, 2147483647);
     }

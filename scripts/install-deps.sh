@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Installs what building, running and testing Porthole needs on Debian 12 (run as root):
+# the C libraries libcontainer links (libseccomp; libelf+zlib for cgroup-v2 device filtering),
+# busybox-static for the starter image, Node.js for the frontend build, and the npm packages.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+packages=(build-essential pkg-config libseccomp-dev libelf-dev zlib1g-dev busybox-static ca-certificates curl)
+command -v node >/dev/null 2>&1 || packages+=(nodejs)
+command -v npm >/dev/null 2>&1 || packages+=(npm)
+if [ -n "${PORTHOLE_EXTRA_PACKAGES:-}" ]; then
+  # shellcheck disable=SC2206
+  packages+=(${PORTHOLE_EXTRA_PACKAGES})
+fi
+
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+  echo "==> apt-get install ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+if ! command -v cargo >/dev/null 2>&1; then
+  echo "cargo is not installed: install Rust (https://rustup.rs) and run this again" >&2
+  exit 1
+fi
+
+echo "==> npm packages"
+(cd web && npm ci --no-audit --no-fund --loglevel=error)
