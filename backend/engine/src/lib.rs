@@ -3,8 +3,10 @@
 //! - [`api`]: the backend-neutral interface (traits, data, classified errors).
 //! - [`native`]: the embedded engine — youki's libcontainer driven from one single-threaded
 //!   shim process per container, overlayfs root filesystems, on-disk logs, a local image store.
+//! - [`conformance`]: the behaviour every backend must show, run by the test crates per backend.
 
 pub mod api;
+pub mod conformance;
 pub mod native;
 
 pub use api::{Engine, EngineError, ErrorKind, Result};

@@ -8,5 +8,6 @@ pub fn init(filter: &str) {
         EnvFilter::new("info")
     });
     // A second call (tests start several servers in one process) keeps the first subscriber.
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_target(false).with_writer(std::io::stderr).try_init();
+    let _ =
+        tracing_subscriber::fmt().with_env_filter(filter).with_target(false).with_writer(std::io::stderr).try_init();
 }

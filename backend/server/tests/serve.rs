@@ -52,7 +52,8 @@ async fn serves_the_page_health_and_assets_then_stops_gracefully_on_sigterm() {
     assert!(html.contains("<title>Porthole</title>"), "{html}");
     assert!(html.contains("/static/app.js"));
 
-    let health: serde_json::Value = client.get(format!("{}/healthz", server.base)).send().await.unwrap().json().await.unwrap();
+    let health: serde_json::Value =
+        client.get(format!("{}/healthz", server.base)).send().await.unwrap().json().await.unwrap();
     assert_eq!(health["status"], "ok");
     assert_eq!(health["engine"], "native");
     assert_eq!(health["version"], env!("CARGO_PKG_VERSION"));

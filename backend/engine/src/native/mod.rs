@@ -195,7 +195,7 @@ impl NativeEngine {
             .filter(|e| e.file_name().to_str().is_some_and(|n| n.len() == 64))
             .filter_map(|e| read_json(&e.path().join("container.json")).ok())
             .collect();
-        records.sort_by(|a, b| b.created.cmp(&a.created));
+        records.sort_by_key(|r| std::cmp::Reverse(r.created));
         records
     }
 
@@ -527,7 +527,11 @@ impl NativeEngine {
         std::fs::remove_dir_all(&trash)
     }
 
+    /// Waits for the container to leave the running states. Woken by engine events (the
+    /// monitor publishes `die` right after the shim saved the final state), with a slow poll as
+    /// a safety net for a shim that died without a word.
     async fn wait_until_not_running(&self, id: &str, limit: Duration) -> Result<RunState> {
+        let mut events = self.inner.events.subscribe();
         let deadline = tokio::time::Instant::now() + limit;
         loop {
             let state = self.state_of(id);
@@ -541,7 +545,10 @@ impl NativeEngine {
                     std::io::Error::other("timeout"),
                 ));
             }
-            tokio::time::sleep(Duration::from_millis(20)).await;
+            tokio::select! {
+                _ = events.recv() => {}
+                _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+            }
         }
     }
 
@@ -710,6 +717,8 @@ impl Containers for NativeEngine {
         write_json_atomic(&layout.state_path(&id), &state)
             .map_err(|e| EngineError::internal("cannot save state", e))?;
         self.spawn_shim(&id).await?;
+        // Later starts (restarts by policy) are reported by the shim on the monitor connection.
+        self.publish(&record, EventAction::Start);
         self.ensure_monitor(&id);
         Ok(())
     }
@@ -769,7 +778,7 @@ impl Containers for NativeEngine {
 
     async fn wait_container(&self, id: &str) -> Result<i64> {
         let record = self.find(id)?;
-        let state = self.wait_until_not_running(&record.id, Duration::MAX / 4).await?;
+        let state = self.wait_until_not_running(&record.id, Duration::from_secs(100 * 365 * 86400)).await?;
         Ok(state.exit_code.unwrap_or(0))
     }
 

@@ -22,18 +22,38 @@ pub fn fork() -> std::io::Result<Forked> {
     }
 }
 
+/// The kernel's `struct sigaction` (x86_64 and arm64 share this layout).
+#[repr(C)]
+struct KernelSigaction {
+    handler: usize,
+    flags: libc::c_ulong,
+    restorer: usize,
+    mask: u64,
+}
+
 /// Restores default dispositions for every catchable signal and empties the signal mask.
 ///
-/// Rust ignores SIGPIPE and the shim blocks SIGCHLD/SIGTERM for its signalfd; both would survive
-/// `execve` into the container's process. Called in the container's init just before exec.
+/// Rust ignores SIGPIPE and the shim blocks the signals it reads from its signalfd; ignored
+/// dispositions and the mask would otherwise survive `execve` into the container's process.
+/// The raw system call is used because glibc refuses to touch its reserved signals (32, 33),
+/// which the runtime's helper processes leave ignored. Called in the container's process just
+/// before exec.
 pub fn reset_signals_for_exec() {
-    for signal in 1..libc::SIGRTMAX() {
+    let default = KernelSigaction { handler: 0 /* SIG_DFL */, flags: 0, restorer: 0, mask: 0 };
+    for signal in 1..=64 {
         if signal == libc::SIGKILL || signal == libc::SIGSTOP {
             continue;
         }
-        // SAFETY: installing SIG_DFL runs no handler code; invalid numbers just fail with EINVAL.
+        // SAFETY: rt_sigaction reads a properly laid out struct from a valid pointer; the old
+        // action is not requested; invalid numbers fail with EINVAL and change nothing.
         unsafe {
-            libc::signal(signal, libc::SIG_DFL);
+            libc::syscall(
+                libc::SYS_rt_sigaction,
+                signal,
+                &default as *const KernelSigaction,
+                std::ptr::null_mut::<KernelSigaction>(),
+                8usize,
+            );
         }
     }
     let _ = nix::sys::signal::sigprocmask(
