@@ -1,0 +1,293 @@
+//! Native-engine behaviour beyond the conformance suite: host state left behind, log rotation,
+//! terminals that survive the engine's process being SIGKILLed, and restart policies applied
+//! when the engine starts after its shims died. Needs root.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use futures::StreamExt;
+use porthole_engine::api::*;
+use porthole_engine::conformance::read_until;
+use porthole_engine::native::{NativeConfig, NativeEngine};
+use tokio::io::AsyncWriteExt;
+
+async fn open(root: &Path) -> NativeEngine {
+    NativeEngine::open(NativeConfig {
+        root: root.to_path_buf(),
+        shim_exe: env!("CARGO_BIN_EXE_porthole").into(),
+        starter_image: true,
+    })
+    .await
+    .expect("the native engine opens")
+}
+
+fn temp_root() -> tempfile::TempDir {
+    tempfile::Builder::new().prefix("phn").tempdir_in("/tmp").unwrap()
+}
+
+fn sh(script: &str) -> ContainerConfig {
+    ContainerConfig {
+        image: "busybox".into(),
+        cmd: Some(vec!["sh".into(), "-c".into(), script.into()]),
+        ..Default::default()
+    }
+}
+
+/// Everything on the host that mentions this container: directories, mounts, cgroups, sockets.
+fn traces_of(root: &Path, id: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    for path in [root.join("containers").join(id), root.join("runtime").join(id)] {
+        if path.exists() {
+            found.push(path.display().to_string());
+        }
+    }
+    if let Ok(entries) = std::fs::read_dir(root.join("run")) {
+        for e in entries.flatten() {
+            if id.starts_with(e.file_name().to_string_lossy().split('.').next().unwrap_or("-")) {
+                found.push(e.path().display().to_string());
+            }
+        }
+    }
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    found.extend(mountinfo.lines().filter(|l| l.contains(id)).map(str::to_string));
+    for controller in std::fs::read_dir("/sys/fs/cgroup").unwrap().flatten() {
+        let dir = controller.path().join("porthole").join(id);
+        if dir.exists() {
+            found.push(dir.display().to_string());
+        }
+    }
+    found
+}
+
+fn container_dirs(root: &Path) -> Vec<PathBuf> {
+    std::fs::read_dir(root.join("containers")).unwrap().flatten().map(|e| e.path()).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_removed_container_leaves_nothing_on_the_host() {
+    let root = temp_root();
+    let engine = open(root.path()).await;
+    let mut config = sh("echo hi > /tmp/f; sleep 600");
+    config.tty = true;
+    config.resources.memory_bytes = Some(64 << 20);
+    let id = engine.create_container(config).await.unwrap();
+    engine.start_container(&id).await.unwrap();
+    let exec =
+        engine.create_exec(&id, ExecConfig { cmd: vec!["sleep".into(), "600".into()], ..Default::default() }).await;
+    let _io = engine.start_exec(&exec.unwrap()).await.unwrap();
+    assert!(!traces_of(root.path(), &id).is_empty(), "a running container has a mount, cgroups and a socket");
+    engine.remove_container(&id, RemoveOptions { force: true, volumes: false }).await.unwrap();
+    // The shim finishes its own teardown (runtime state, sockets) as it exits.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !traces_of(root.path(), &id).is_empty() && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(traces_of(root.path(), &id), Vec::<String>::new());
+    assert_eq!(container_dirs(root.path()), Vec::<PathBuf>::new());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_start_leaves_no_mount_cgroup_or_runtime_state() {
+    let root = temp_root();
+    let engine = open(root.path()).await;
+    let source = tempfile::tempdir().unwrap();
+    let mut config = sh("true");
+    config.mounts = vec![Mount::Bind { source: source.path().to_path_buf(), target: "/data".into(), read_only: false }];
+    let id = engine.create_container(config).await.unwrap();
+    // The bind source disappears between create and start: the runtime cannot mount it.
+    let source_path = source.path().to_path_buf();
+    drop(source);
+    assert!(!source_path.exists());
+    let err = engine.start_container(&id).await.unwrap_err();
+    assert_ne!(err.kind(), ErrorKind::NotFound, "{err}");
+    let details = engine.inspect_container(&id).await.unwrap();
+    assert_eq!(details.state.status, ContainerStatus::Created);
+    assert!(details.state.error.is_some(), "the state says why the start failed");
+    let mut traces = traces_of(root.path(), &id);
+    traces.retain(|t| !t.ends_with(&format!("containers/{id}")));
+    assert_eq!(traces, Vec::<String>::new(), "only the container's own directory remains");
+    engine.remove_container(&id, RemoveOptions::default()).await.unwrap();
+    assert_eq!(container_dirs(root.path()), Vec::<PathBuf>::new());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logs_rotate_and_the_tail_opens_at_the_end() {
+    let root = temp_root();
+    let engine = open(root.path()).await;
+    // About 24 MB of output: more than two 10 MiB log files.
+    let id = engine
+        .create_container(sh("yes 0123456789abcdefghijklmnopqrstuvwxyz | head -c 24000000; echo; echo the-end"))
+        .await
+        .unwrap();
+    engine.start_container(&id).await.unwrap();
+    assert_eq!(engine.wait_container(&id).await.unwrap(), 0);
+    let logs = root.path().join("containers").join(&id).join("logs");
+    let mut files: Vec<String> =
+        std::fs::read_dir(&logs).unwrap().flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect();
+    files.sort();
+    assert!(files.len() >= 3, "rotated into several files: {files:?}");
+    let total: u64 = std::fs::read_dir(&logs).unwrap().flatten().map(|e| e.metadata().unwrap().len()).sum();
+    assert!(total <= 5 * 10 * 1024 * 1024 + 1024 * 1024, "logs stay within their bound: {total}");
+    let started = std::time::Instant::now();
+    let tail: Vec<_> = engine
+        .logs(&id, LogOptions { tail: Some(1), stdout: true, stderr: true, ..Default::default() })
+        .await
+        .unwrap()
+        .collect()
+        .await;
+    let elapsed = started.elapsed();
+    assert_eq!(tail.len(), 1);
+    assert_eq!(&tail[0].as_ref().unwrap().data[..], b"the-end\n");
+    println!("tail 1 of {total} bytes of logs took {elapsed:?}");
+    engine.remove_container(&id, RemoveOptions::default()).await.unwrap();
+}
+
+/// The parent runs this same test again as a child process (the "server") with
+/// PORTHOLE_TEST_HOLDER_ROOT set; the child creates a terminal and an exec, types into them,
+/// writes their ids to a file and waits to be SIGKILLed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn terminals_survive_the_engine_process_being_killed() {
+    if let Ok(root) = std::env::var("PORTHOLE_TEST_HOLDER_ROOT") {
+        hold_terminals(Path::new(&root)).await;
+        return;
+    }
+    let root = temp_root();
+    let mut holder = Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "terminals_survive_the_engine_process_being_killed", "--nocapture", "--test-threads=1"])
+        .env("PORTHOLE_TEST_HOLDER_ROOT", root.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let ready = root.path().join("holder-ready");
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !ready.exists() {
+        assert!(std::time::Instant::now() < deadline, "the holder did not set up its terminals");
+        assert!(holder.try_wait().unwrap().is_none(), "the holder exited early");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let ids = std::fs::read_to_string(&ready).unwrap();
+    let (container_id, exec_id) = ids.trim().split_once(' ').unwrap();
+    let (container_id, exec_id) = (container_id.to_string(), exec_id.to_string());
+
+    // SIGKILL: no chance to clean up, as when a server crashes.
+    holder.kill().unwrap();
+    holder.wait().unwrap();
+
+    let engine = open(root.path()).await;
+    let details = engine.inspect_container(&container_id).await.unwrap();
+    assert_eq!(details.state.status, ContainerStatus::Running, "the container outlived the engine's process");
+
+    let mut main = engine.attach(&container_id, AttachOptions { history: true }).await.unwrap();
+    read_until(&mut main.output, "before-kill-42").await;
+    let input = main.input.as_mut().unwrap();
+    input.write_all(b"echo after-$((40+2))-restart\n").await.unwrap();
+    input.flush().await.unwrap();
+    read_until(&mut main.output, "after-42-restart").await;
+
+    let mut shell = engine.attach_exec(&exec_id, AttachOptions { history: true }).await.unwrap();
+    read_until(&mut shell.output, "exec-before-7").await;
+    let input = shell.input.as_mut().unwrap();
+    input.write_all(b"echo exec-after-$((3+4))\n").await.unwrap();
+    input.flush().await.unwrap();
+    read_until(&mut shell.output, "exec-after-7").await;
+
+    let logs: Vec<_> = engine
+        .logs(&container_id, LogOptions { stdout: true, stderr: true, ..Default::default() })
+        .await
+        .unwrap()
+        .collect()
+        .await;
+    let text: Vec<u8> = logs.into_iter().flat_map(|r| r.unwrap().data.to_vec()).collect();
+    let text = String::from_utf8_lossy(&text);
+    assert!(text.contains("before-kill-42") && text.contains("after-42-restart"), "{text}");
+    engine.remove_container(&container_id, RemoveOptions { force: true, volumes: false }).await.unwrap();
+}
+
+async fn hold_terminals(root: &Path) {
+    let engine = open(root).await;
+    let config = ContainerConfig {
+        image: "busybox".into(),
+        cmd: Some(vec!["sh".into()]),
+        tty: true,
+        open_stdin: true,
+        ..Default::default()
+    };
+    let id = engine.create_container(config).await.unwrap();
+    engine.start_container(&id).await.unwrap();
+    let mut main = engine.attach(&id, AttachOptions::default()).await.unwrap();
+    let input = main.input.as_mut().unwrap();
+    input.write_all(b"echo before-kill-$((40+2))\n").await.unwrap();
+    input.flush().await.unwrap();
+    read_until(&mut main.output, "before-kill-42").await;
+
+    let exec_id =
+        engine.create_exec(&id, ExecConfig { cmd: vec!["sh".into()], tty: true, ..Default::default() }).await.unwrap();
+    let mut shell = engine.start_exec(&exec_id).await.unwrap();
+    let input = shell.input.as_mut().unwrap();
+    input.write_all(b"echo exec-before-$((3+4))\n").await.unwrap();
+    input.flush().await.unwrap();
+    read_until(&mut shell.output, "exec-before-7").await;
+
+    let ready = root.join("holder-ready");
+    std::fs::write(root.join("holder-ready.tmp"), format!("{id} {exec_id}")).unwrap();
+    std::fs::rename(root.join("holder-ready.tmp"), ready).unwrap();
+    // Keep both attachments open until the parent kills this process.
+    tokio::time::sleep(Duration::from_secs(120)).await;
+    panic!("the holder was not killed in time");
+}
+
+fn kill_pid(pid: u32) {
+    let status = Command::new("kill").args(["-KILL", &pid.to_string()]).status().unwrap();
+    assert!(status.success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restart_policies_apply_when_the_engine_starts_after_its_shims_died() {
+    let root = temp_root();
+    let engine = open(root.path()).await;
+    let mut ids = Vec::new();
+    for policy in [RestartPolicy::Always, RestartPolicy::UnlessStopped, RestartPolicy::No] {
+        let mut config = sh("sleep 600");
+        config.restart_policy = policy;
+        let id = engine.create_container(config).await.unwrap();
+        engine.start_container(&id).await.unwrap();
+        ids.push(id);
+    }
+    // A second unless-stopped container that the user stopped stays stopped.
+    let mut config = sh("sleep 600");
+    config.restart_policy = RestartPolicy::UnlessStopped;
+    let stopped = engine.create_container(config).await.unwrap();
+    engine.start_container(&stopped).await.unwrap();
+    engine.stop_container(&stopped, Duration::ZERO).await.unwrap();
+    drop(engine);
+
+    // As after a host crash: the shims and containers die without a word.
+    for id in &ids {
+        let state: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(root.path().join("containers").join(id).join("state.json")).unwrap())
+                .unwrap();
+        kill_pid(state["shim_pid"].as_u64().unwrap() as u32);
+        kill_pid(state["pid"].as_u64().unwrap() as u32);
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let engine = open(root.path()).await;
+    let status = |id: String| {
+        let engine = engine.clone();
+        async move { engine.inspect_container(&id).await.unwrap().state.status }
+    };
+    assert_eq!(status(ids[0].clone()).await, ContainerStatus::Running, "always restarts");
+    assert_eq!(status(ids[1].clone()).await, ContainerStatus::Running, "unless-stopped restarts");
+    assert_eq!(status(ids[2].clone()).await, ContainerStatus::Exited, "no does not");
+    assert_eq!(
+        status(stopped.clone()).await,
+        ContainerStatus::Exited,
+        "a stopped unless-stopped container stays stopped"
+    );
+    for id in ids.iter().chain([&stopped]) {
+        engine.remove_container(id, RemoveOptions { force: true, volumes: false }).await.unwrap();
+        assert!(traces_of(root.path(), id).iter().all(|t| !t.contains("mountinfo")));
+    }
+}
