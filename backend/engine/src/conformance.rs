@@ -227,6 +227,25 @@ pub async fn filesystems(engine: &dyn Engine, image: &str) {
     assert_eq!(code, 0);
     assert_eq!(out, "kept\nro\n");
     remove(engine, &id).await;
+
+    // Bind mounts of a host directory, writable and read-only.
+    let host_dir = std::env::temp_dir().join(format!("conformance-bind-{}", std::process::id()));
+    std::fs::create_dir_all(&host_dir).unwrap();
+    std::fs::write(host_dir.join("from-host"), "host-data").unwrap();
+    let mut config = busybox(
+        image,
+        "cat /rw/from-host; echo; echo back > /rw/from-container; if echo x > /ro/y 2>/dev/null; then echo ro-writable; else echo ro-refused; fi",
+    );
+    config.mounts = vec![
+        Mount::Bind { source: host_dir.clone(), target: "/rw".into(), read_only: false },
+        Mount::Bind { source: host_dir.clone(), target: "/ro".into(), read_only: true },
+    ];
+    let (id, code, out, err) = run_to_end(engine, config).await;
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out, "host-data\nro-refused\n");
+    assert_eq!(std::fs::read_to_string(host_dir.join("from-container")).unwrap(), "back\n");
+    remove(engine, &id).await;
+    std::fs::remove_dir_all(&host_dir).unwrap();
 }
 
 /// The configuration a user gives is what the process gets.
@@ -250,6 +269,17 @@ pub async fn process_config(engine: &dyn Engine, image: &str) {
     config.network_mode = NetworkMode::None;
     let (id, _, out, _) = run_to_end(engine, config).await;
     assert_eq!(out.trim(), "lo", "network none has only loopback");
+    remove(engine, &id).await;
+
+    // Host networking shares the host's interfaces (where the backend runs on this host).
+    let mut config = busybox(image, "ls /sys/class/net | sort | tr '\\n' ' '");
+    config.network_mode = NetworkMode::Host;
+    let (id, _, out, _) = run_to_end(engine, config).await;
+    let mut host: Vec<String> = std::fs::read_dir("/sys/class/net")
+        .map(|d| d.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+        .unwrap_or_default();
+    host.sort();
+    assert_eq!(out.trim(), host.join(" "), "network host sees the host's interfaces");
     remove(engine, &id).await;
 }
 
@@ -328,6 +358,20 @@ pub async fn exec_processes(engine: &dyn Engine, image: &str) {
     let seen = read_until(&mut io.output, "33 101").await;
     assert!(seen.contains("33 101"), "{seen}");
     let _ = collect_output(io).await;
+
+    // A new shell as a chosen user, in a chosen directory, with extra environment.
+    let config = ExecConfig {
+        cmd: vec!["sh".into(), "-c".into(), "id -u; pwd; echo $EXTRA".into()],
+        user: Some("nobody".into()),
+        working_dir: Some("/tmp".into()),
+        env: vec!["EXTRA=set".into()],
+        ..Default::default()
+    };
+    let exec_id = engine.create_exec(&id, config).await.unwrap();
+    let (out, _) = collect_output(engine.start_exec(&exec_id).await.unwrap()).await;
+    assert_eq!(String::from_utf8_lossy(&out), "65534\n/tmp\nset\n");
+    let bad_user = ExecConfig { cmd: vec!["true".into()], user: Some("nobody-at-all".into()), ..Default::default() };
+    assert_eq!(engine.create_exec(&id, bad_user).await.unwrap_err().kind(), ErrorKind::InvalidArgument);
 
     let missing = engine.create_exec(&id, ExecConfig { cmd: vec![], ..Default::default() }).await.unwrap_err();
     assert_eq!(missing.kind(), ErrorKind::InvalidArgument);
