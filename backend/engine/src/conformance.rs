@@ -406,6 +406,22 @@ pub async fn attach_shared(engine: &dyn Engine, image: &str) {
     read_until(&mut late.output, "shared-42").await;
     engine.resize_tty(&id, TtySize { rows: 40, cols: 120 }).await.unwrap();
     remove(engine, &id).await;
+
+    // Without a TTY: stdin is a pipe; closing it ends `cat`.
+    let config =
+        ContainerConfig { image: image.into(), cmd: Some(vec!["cat".into()]), open_stdin: true, ..Default::default() };
+    let id = engine.create_container(config).await.unwrap();
+    engine.start_container(&id).await.unwrap();
+    let mut io = engine.attach(&id, AttachOptions::default()).await.unwrap();
+    let mut input = io.input.take().expect("stdin is open");
+    input.write_all(b"piped \xff bytes\n").await.unwrap();
+    input.flush().await.unwrap();
+    read_until(&mut io.output, "bytes").await;
+    input.shutdown().await.unwrap();
+    assert_eq!(bounded("wait", engine.wait_container(&id)).await.unwrap(), 0, "cat ends at end of input");
+    let (out, _) = logs_of(engine, &id).await;
+    assert_eq!(out, String::from_utf8_lossy(b"piped \xff bytes\n"));
+    remove(engine, &id).await;
 }
 
 /// Logs: tail, since, and follow until the container exits.

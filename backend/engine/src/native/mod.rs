@@ -951,11 +951,13 @@ impl Monitoring for NativeEngine {
             let dir = dir.clone();
             let options = options.clone();
             tokio::task::spawn_blocking(move || -> std::io::Result<_> {
-                // The cursor is taken first so nothing written during the read is lost; records
-                // seen twice are filtered out below by time.
-                let cursor = if options.follow { Some(logs::LogCursor::at_end(&dir)?) } else { None };
-                let records = logs::read_logs(&dir, &options)?;
-                Ok((records, cursor))
+                if options.follow {
+                    // One call: the cursor starts exactly where the read stopped, no gap or repeat.
+                    let (records, cursor) = logs::read_logs_with_cursor(&dir, &options)?;
+                    Ok((records, Some(cursor)))
+                } else {
+                    Ok((logs::read_logs(&dir, &options)?, None))
+                }
             })
             .await
             .map_err(|e| EngineError::internal("log task failed", e))?
