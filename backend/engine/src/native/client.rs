@@ -32,7 +32,10 @@ pub async fn open(socket: &Path, request: &Request) -> Result<(serde_json::Value
         .write_all(&protocol::encode_json(FrameKind::Request, request))
         .await
         .map_err(|e| EngineError::unavailable("the container's shim went away").with_source(e))?;
-    let mut conn = ShimConnection { frames: FrameReader { reader, decoder: FrameDecoder::default() }, writer };
+    let mut conn = ShimConnection {
+        frames: FrameReader { reader, decoder: FrameDecoder::default(), buf: vec![0u8; 256 << 10] },
+        writer,
+    };
     match conn.frames.next_frame().await? {
         Some((FrameKind::Response, payload)) => {
             let response: Response =
@@ -85,11 +88,11 @@ impl ShimConnection {
 pub struct FrameReader {
     reader: OwnedReadHalf,
     decoder: FrameDecoder,
+    buf: Vec<u8>,
 }
 
 impl FrameReader {
     pub async fn next_frame(&mut self) -> Result<Option<(FrameKind, Vec<u8>)>> {
-        let mut buf = vec![0u8; 64 << 10];
         loop {
             match self.decoder.next_frame() {
                 Ok(Some(frame)) => return Ok(Some(frame)),
@@ -98,13 +101,13 @@ impl FrameReader {
             }
             let n = self
                 .reader
-                .read(&mut buf)
+                .read(&mut self.buf)
                 .await
                 .map_err(|e| EngineError::unavailable("lost the connection to the shim").with_source(e))?;
             if n == 0 {
                 return Ok(None);
             }
-            self.decoder.push(&buf[..n]);
+            self.decoder.push(&self.buf[..n]);
         }
     }
 }

@@ -99,37 +99,47 @@ fn stream_byte(stream: StdStream) -> u8 {
     }
 }
 
-/// Splits a byte stream into frames.
+/// Splits a byte stream into frames. Consumed bytes are skipped by position and compacted
+/// only now and then, so many small frames in one read cost no repeated copying.
 #[derive(Debug, Default)]
 pub struct FrameDecoder {
     buf: Vec<u8>,
+    pos: usize,
 }
 
 impl FrameDecoder {
     pub fn push(&mut self, data: &[u8]) {
+        if self.pos == self.buf.len() {
+            self.buf.clear();
+            self.pos = 0;
+        } else if self.pos > (1 << 20) {
+            self.buf.drain(..self.pos);
+            self.pos = 0;
+        }
         self.buf.extend_from_slice(data);
     }
 
     /// The next complete frame, if one has arrived.
     pub fn next_frame(&mut self) -> Result<Option<(FrameKind, Vec<u8>)>, ProtocolError> {
-        if self.buf.len() < HEADER_LEN {
+        let pending = &self.buf[self.pos..];
+        if pending.len() < HEADER_LEN {
             return Ok(None);
         }
-        let kind = FrameKind::from_byte(self.buf[0]).ok_or(ProtocolError::UnknownKind(self.buf[0]))?;
-        let len = u32::from_be_bytes([self.buf[1], self.buf[2], self.buf[3], self.buf[4]]) as usize;
+        let kind = FrameKind::from_byte(pending[0]).ok_or(ProtocolError::UnknownKind(pending[0]))?;
+        let len = u32::from_be_bytes([pending[1], pending[2], pending[3], pending[4]]) as usize;
         if len > MAX_FRAME + 16 {
             return Err(ProtocolError::TooLarge(len));
         }
-        if self.buf.len() < HEADER_LEN + len {
+        if pending.len() < HEADER_LEN + len {
             return Ok(None);
         }
-        let payload = self.buf[HEADER_LEN..HEADER_LEN + len].to_vec();
-        self.buf.drain(..HEADER_LEN + len);
+        let payload = pending[HEADER_LEN..HEADER_LEN + len].to_vec();
+        self.pos += HEADER_LEN + len;
         Ok(Some((kind, payload)))
     }
 
     pub fn buffered(&self) -> usize {
-        self.buf.len()
+        self.buf.len() - self.pos
     }
 }
 
