@@ -342,6 +342,21 @@ pub async fn exec_processes(engine: &dyn Engine, image: &str) {
     let (code, out, err) = exec(engine, &id, &["sh", "-c", "echo to-out; echo to-err >&2; exit 7"], false).await;
     assert_eq!((code, out.as_str(), err.as_str()), (7, "to-out\n", "to-err\n"));
 
+    // An exec'd process is confined exactly like the main process.
+    let (code, status, _) = exec(engine, &id, &["cat", "/proc/self/status"], false).await;
+    assert_eq!(code, 0);
+    assert_eq!(status_line(&status, "CapEff"), DEFAULT_CAP_EFF);
+    assert_eq!(status_line(&status, "NoNewPrivs"), "1");
+    assert_eq!(status_line(&status, "Seccomp"), "2", "exec'd processes run under the seccomp profile");
+    let (_, out, _) = exec(
+        engine,
+        &id,
+        &["sh", "-c", "if unshare -U true 2>/dev/null; then echo allowed; else echo blocked; fi"],
+        false,
+    )
+    .await;
+    assert_eq!(out, "blocked\n");
+
     let (code, out, _) = exec(engine, &id, &["sh", "-c", "tty; echo done"], true).await;
     assert_eq!(code, 0);
     assert!(out.contains("/dev/pts/"), "a TTY exec has a terminal: {out:?}");
@@ -509,15 +524,22 @@ pub async fn stop_kill_and_auto_remove(engine: &dyn Engine, image: &str) {
     remove(engine, &id).await;
 
     let id = engine
-        .create_container(busybox(image, "trap 'echo got-usr1; exit 5' USR1; while true; do sleep 0.05; done"))
+        .create_container(busybox(
+            image,
+            "trap 'echo got-usr1; exit 5' USR1; echo ready; while true; do sleep 0.05; done",
+        ))
         .await
         .unwrap();
     engine.start_container(&id).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    let deadline = tokio::time::Instant::now() + LIMIT;
+    while !logs_of(engine, &id).await.0.contains("ready") {
+        assert!(tokio::time::Instant::now() < deadline, "the trap was not set up");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     engine.kill_container(&id, "SIGUSR1").await.unwrap();
     assert_eq!(bounded("wait", engine.wait_container(&id)).await.unwrap(), 5);
     let (out, _) = logs_of(engine, &id).await;
-    assert_eq!(out, "got-usr1\n");
+    assert_eq!(out, "ready\ngot-usr1\n");
     remove(engine, &id).await;
 
     let mut config = busybox(image, "exit 0");

@@ -12,6 +12,7 @@ pub mod names;
 pub mod protocol;
 pub mod ring;
 pub mod rootfs;
+pub mod seccomp;
 pub mod shim;
 pub mod spec;
 mod sys;
@@ -71,6 +72,8 @@ struct Inner {
     events: broadcast::Sender<crate::api::Event>,
     execs: Mutex<HashMap<String, ExecEntry>>,
     monitored: Mutex<HashMap<String, ()>>,
+    /// When the last `die` event of each container was published (orders `wait` after it).
+    deaths: Mutex<HashMap<String, std::time::Instant>>,
 }
 
 #[derive(Debug, Clone)]
@@ -122,6 +125,7 @@ impl NativeEngine {
                 events,
                 execs: Mutex::new(HashMap::new()),
                 monitored: Mutex::new(HashMap::new()),
+                deaths: Mutex::new(HashMap::new()),
             }),
         };
         engine.recover().await;
@@ -229,6 +233,13 @@ impl NativeEngine {
     }
 
     fn publish(&self, record: &ContainerRecord, action: EventAction) {
+        if matches!(action, EventAction::Die { .. }) {
+            self.inner
+                .deaths
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(record.id.clone(), std::time::Instant::now());
+        }
         let _ = self.inner.events.send(crate::api::Event {
             time: Utc::now(),
             container_id: record.id.clone(),
@@ -532,11 +543,13 @@ impl NativeEngine {
     /// a safety net for a shim that died without a word.
     async fn wait_until_not_running(&self, id: &str, limit: Duration) -> Result<RunState> {
         let mut events = self.inner.events.subscribe();
+        let began = std::time::Instant::now();
         let deadline = tokio::time::Instant::now() + limit;
         loop {
             let state = self.state_of(id);
             let shim_gone = state.shim_pid.is_none_or(|pid| !process_alive(pid));
             if !state.status.is_running() || (shim_gone && !self.inner.layout.shim_socket(id).exists()) {
+                self.wait_for_die_event(id, began, &mut events).await;
                 return Ok(state);
             }
             if tokio::time::Instant::now() >= deadline {
@@ -548,6 +561,30 @@ impl NativeEngine {
             tokio::select! {
                 _ = events.recv() => {}
                 _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+            }
+        }
+    }
+
+    /// Lets the container's monitor publish the `die` the shim reported before the caller goes
+    /// on, so events keep their order (die before destroy). Returns at once when no monitor
+    /// follows the container; never waits more than two seconds.
+    async fn wait_for_die_event(
+        &self,
+        id: &str,
+        since: std::time::Instant,
+        events: &mut broadcast::Receiver<crate::api::Event>,
+    ) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+        loop {
+            let published =
+                self.inner.deaths.lock().unwrap_or_else(|e| e.into_inner()).get(id).is_some_and(|t| *t >= since);
+            let monitored = self.inner.monitored.lock().unwrap_or_else(|e| e.into_inner()).contains_key(id);
+            if published || !monitored || tokio::time::Instant::now() >= deadline {
+                return;
+            }
+            tokio::select! {
+                _ = events.recv() => {}
+                _ = tokio::time::sleep(Duration::from_millis(5)) => {}
             }
         }
     }
@@ -772,6 +809,7 @@ impl Containers for NativeEngine {
             .map_err(|e| EngineError::internal("remove task failed", e))?
             .map_err(|e| EngineError::internal("cannot remove the container's files", e))?;
         self.inner.execs.lock().unwrap_or_else(|e| e.into_inner()).retain(|_, e| e.container_id != record.id);
+        self.inner.deaths.lock().unwrap_or_else(|e| e.into_inner()).remove(&record.id);
         self.publish(&record, EventAction::Destroy);
         Ok(())
     }

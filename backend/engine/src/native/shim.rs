@@ -15,6 +15,7 @@ use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
@@ -26,6 +27,7 @@ use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
+use oci_spec::runtime::{LinuxSeccomp, Spec};
 
 use crate::api::{ContainerStatus, EngineError, ErrorKind, RestartPolicy, StdStream};
 
@@ -37,6 +39,7 @@ use super::protocol::{
     Target, WireError,
 };
 use super::ring::Ring;
+use super::seccomp;
 use super::spec::{process_spec, ProcessSpec};
 use super::sys;
 
@@ -93,8 +96,9 @@ pub fn main(args: &[OsString]) -> ExitCode {
         Err(err) => {
             tracing::error!("container start failed: {}", err.detail());
             shim.record_start_failure(&err);
-            write_report(&mut report, &StartReport::Failed { error: wire_error(&err) });
+            // Clean up before answering: the engine may inspect the host as soon as it hears.
             shim.shutdown_files();
+            write_report(&mut report, &StartReport::Failed { error: wire_error(&err) });
             return ExitCode::FAILURE;
         }
     }
@@ -146,18 +150,30 @@ fn redirect_stdout_to_null() {
     }
 }
 
-/// Runs the workload with clean signal state: Rust ignores SIGPIPE and the shim blocks the
-/// signals it reads from its signalfd, and both would otherwise survive `execve`.
+/// Runs in the container's process (main or exec) as the last step before `execve`:
+///
+/// - clean signal state: Rust ignores SIGPIPE and the shim blocks the signals it reads from its
+///   signalfd, and both would otherwise survive `execve`;
+/// - the container's seccomp filter, compiled once by the shim (libcontainer sees a spec
+///   without `linux.seccomp`, and drops it for execs anyway). If it cannot be installed the
+///   process does not exec: it fails rather than run unconfined.
 #[derive(Clone)]
-struct CleanSignalsExecutor;
+struct WorkloadExecutor {
+    seccomp: Option<Arc<seccomp::Filter>>,
+}
 
-impl libcontainer::workload::Executor for CleanSignalsExecutor {
-    fn exec(&self, spec: &oci_spec::runtime::Spec) -> Result<(), libcontainer::workload::ExecutorError> {
+impl libcontainer::workload::Executor for WorkloadExecutor {
+    fn exec(&self, spec: &Spec) -> Result<(), libcontainer::workload::ExecutorError> {
         sys::reset_signals_for_exec();
+        if let Some(filter) = &self.seccomp {
+            filter.install().map_err(|e| {
+                libcontainer::workload::ExecutorError::Other(format!("cannot install the seccomp filter: {e}"))
+            })?;
+        }
         libcontainer::workload::default::get_executor().exec(spec)
     }
 
-    fn validate(&self, spec: &oci_spec::runtime::Spec) -> Result<(), libcontainer::workload::ExecutorValidationError> {
+    fn validate(&self, spec: &Spec) -> Result<(), libcontainer::workload::ExecutorValidationError> {
         libcontainer::workload::default::get_executor().validate(spec)
     }
 }
@@ -301,6 +317,11 @@ struct Shim {
     next_oom_check: Instant,
     main_size: (u16, u16),
     finished: Option<Instant>,
+    /// The seccomp profile compiled at its first use, with the profile it was compiled from.
+    seccomp_cache: Option<(LinuxSeccomp, Arc<seccomp::Filter>)>,
+    /// The current run's filter, installed in its main process and in every exec; `None` only
+    /// when its spec has no seccomp profile.
+    run_seccomp: Option<Arc<seccomp::Filter>>,
 }
 
 impl Shim {
@@ -351,6 +372,8 @@ impl Shim {
             next_oom_check: Instant::now(),
             main_size: (24, 80),
             finished: None,
+            seccomp_cache: None,
+            run_seccomp: None,
         })
     }
 
@@ -418,9 +441,10 @@ impl Shim {
         if let Ok(mut stale) = Container::load(runtime_root.join(id)) {
             let _ = stale.delete(true);
         }
+        let bundle = self.prepare_runtime_bundle(id)?;
 
         let mut builder = ContainerBuilder::new(id.to_string(), SyscallType::default())
-            .with_executor(CleanSignalsExecutor)
+            .with_executor(WorkloadExecutor { seccomp: self.run_seccomp.clone() })
             .with_root_path(&runtime_root)
             .map_err(|e| EngineError::internal("invalid runtime root", e))?;
         let mut parent_ends = None;
@@ -442,7 +466,7 @@ impl Shim {
         }
 
         let mut container = builder
-            .as_init(self.layout.bundle_dir(id))
+            .as_init(bundle)
             .with_systemd(false)
             .with_detach(true)
             .build()
@@ -475,6 +499,53 @@ impl Shim {
         prepare_io(&mut proc, self.main_size);
         self.main = Some(proc);
         Ok(pid as u32)
+    }
+
+    /// The bundle libcontainer creates the container from: the engine's `bundle/config.json`
+    /// (left as written, profile included) without `linux.seccomp`, in a directory of its own.
+    /// The profile is compiled here instead (see [`Shim::compiled_seccomp`]) and installed by
+    /// [`WorkloadExecutor`], so libcontainer does not compile it again in the container's init.
+    fn prepare_runtime_bundle(&mut self, id: &str) -> Result<PathBuf, EngineError> {
+        let source = self.layout.bundle_dir(id);
+        let mut spec = Spec::load(source.join("config.json"))
+            .map_err(|e| EngineError::internal("cannot read the container's runtime spec", e))?;
+        let profile = spec.linux_mut().as_mut().and_then(|linux| {
+            let profile = linux.seccomp().clone();
+            linux.set_seccomp(None);
+            profile
+        });
+        self.run_seccomp = match profile {
+            Some(profile) => Some(self.compiled_seccomp(profile)?),
+            None => None,
+        };
+        // The spec moves to another directory: a relative root stays the engine bundle's.
+        if let Some(root) = spec.root_mut() {
+            if root.path().is_relative() {
+                let path = source.join(root.path());
+                root.set_path(path);
+            }
+        }
+        let bundle = runtime_bundle_dir(&self.layout, id);
+        std::fs::create_dir_all(&bundle)
+            .and_then(|_| serde_json::to_vec(&spec).map_err(std::io::Error::other))
+            .and_then(|json| std::fs::write(bundle.join("config.json"), json))
+            .map_err(|e| EngineError::internal("cannot write the container's runtime spec", e))?;
+        Ok(bundle)
+    }
+
+    /// The compiled filter for a profile: compiled at its first use, then reused by restarts
+    /// and execs. Compiling fails closed: an error here stops the start.
+    fn compiled_seccomp(&mut self, profile: LinuxSeccomp) -> Result<Arc<seccomp::Filter>, EngineError> {
+        if let Some((compiled_from, filter)) = &self.seccomp_cache {
+            if *compiled_from == profile {
+                return Ok(filter.clone());
+            }
+        }
+        let started = Instant::now();
+        let filter = Arc::new(seccomp::Filter::compile(&profile)?);
+        tracing::info!("seccomp profile compiled to {} BPF instructions in {:?}", filter.len(), started.elapsed());
+        self.seccomp_cache = Some((profile, filter.clone()));
+        Ok(filter)
     }
 
     fn receive_pty(&mut self) -> Result<OwnedFd, EngineError> {
@@ -1043,8 +1114,9 @@ impl Shim {
     }
 
     fn spawn_tenant(&mut self, id: &str, process_path: &Path, terminal: bool) -> Result<(i32, ProcIo), EngineError> {
+        // libcontainer's tenant builder drops the seccomp profile: the executor installs it.
         let mut builder = ContainerBuilder::new(id.to_string(), SyscallType::default())
-            .with_executor(CleanSignalsExecutor)
+            .with_executor(WorkloadExecutor { seccomp: self.run_seccomp.clone() })
             .with_root_path(self.layout.runtime_root())
             .map_err(|e| EngineError::internal("invalid runtime root", e))?;
         let mut pipes = None;
@@ -1239,6 +1311,12 @@ impl Shim {
             }
         }
     }
+}
+
+/// Where the shim puts the spec libcontainer runs (see [`Shim::prepare_runtime_bundle`]);
+/// libcontainer records it as the container's bundle, and execs read it from there.
+fn runtime_bundle_dir(layout: &Layout, id: &str) -> PathBuf {
+    layout.container_dir(id).join("runtime-bundle")
 }
 
 fn target_key(target: &Target) -> Option<String> {
