@@ -12,8 +12,11 @@ fi
 
 scripts/install-deps.sh
 
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+
 echo "==> frontend: build, type check, unit tests"
-(cd web && npm run --silent build && npm run --silent check && npm test)
+(cd web && npm run --silent build && npm run --silent check && npm test) 2>&1 | tee -a "$log"
 
 echo "==> cargo fmt --check"
 cargo fmt --all -- --check
@@ -22,4 +25,13 @@ echo "==> cargo clippy"
 cargo clippy --locked --workspace --all-targets -- -D warnings
 
 echo "==> cargo test"
-cargo test --locked --workspace -- --test-threads="${PORTHOLE_TEST_THREADS:-2}"
+# Unit, integration and end-to-end tests; benches are run separately (they print numbers).
+cargo test --locked --workspace --lib --bins --tests -- --test-threads="${PORTHOLE_TEST_THREADS:-2}" 2>&1 | tee -a "$log"
+
+# One line for the whole run: Rust's "test result" lines plus node's "# pass/# fail".
+awk '
+  /^test result:/ { for (i = 2; i <= NF; i++) { if ($i ~ /^passed;/) p += $(i-1); if ($i ~ /^failed;/) f += $(i-1) } }
+  /^# pass / { p += $3 }
+  /^# fail / { f += $3 }
+  END { printf "%d passed, %d failed\n", p, f }
+' "$log"

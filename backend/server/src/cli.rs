@@ -21,6 +21,22 @@ pub struct Cli {
 pub enum Command {
     /// Run the web server (dashboard, API and terminals).
     Serve(ServeOptions),
+    /// Manage access tokens.
+    #[command(subcommand)]
+    Token(TokenCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Create a new admin access token and print it (it is shown only this once).
+    Create {
+        /// A name to recognise the token by.
+        #[arg(long, default_value = "admin")]
+        name: String,
+        /// Porthole's data directory (as for `serve`).
+        #[arg(long, env = "PORTHOLE_DATA_DIR", default_value = "/var/lib/porthole")]
+        data_dir: PathBuf,
+    },
 }
 
 #[derive(Debug, Clone, Args)]

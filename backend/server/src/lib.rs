@@ -2,8 +2,11 @@
 //!
 //! See `docs/ARCHITECTURE.md` for how a request travels from the browser to a container.
 
+pub mod api;
 pub mod assets;
+pub mod auth;
 pub mod cli;
+pub mod db;
 pub mod pages;
 pub mod telemetry;
 
@@ -29,6 +32,7 @@ pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 pub struct AppState {
     pub static_dir: Option<Arc<PathBuf>>,
     pub engine: Arc<dyn Engine>,
+    pub db: sqlx::SqlitePool,
 }
 
 #[derive(Debug, Serialize)]
@@ -57,7 +61,11 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/", get(pages::index))
         .route("/healthz", get(health))
+        .route("/login", get(auth::login_page).post(auth::login_form))
+        .route("/logout", axum::routing::post(auth::logout))
         .route("/static/{*path}", get(assets::serve_asset))
+        .merge(api::routes())
+        .layer(axum::middleware::from_fn_with_state(state.clone(), auth::require_auth))
         .layer(CompressionLayer::new())
         .layer(TraceLayer::new_for_http())
         .with_state(state)
@@ -72,6 +80,17 @@ pub enum ServeError {
     Server(#[source] std::io::Error),
     #[error("cannot start the container engine: {0}")]
     Engine(String),
+    #[error(transparent)]
+    Database(#[from] db::DbError),
+    #[error("cannot create the first access token: {0}")]
+    Token(#[source] sqlx::Error),
+}
+
+/// `porthole token create`: a new admin token, printed once.
+pub async fn create_token(data_dir: &std::path::Path, name: &str) -> Result<String, ServeError> {
+    std::fs::create_dir_all(data_dir).map_err(ServeError::Server)?;
+    let db = db::open(data_dir).await?;
+    auth::create_token(&db, name).await.map_err(ServeError::Token)
 }
 
 /// Runs the server until SIGINT or SIGTERM, then finishes in-flight requests and returns.
@@ -86,12 +105,20 @@ pub async fn serve(options: ServeOptions) -> Result<(), ServeError> {
             tracing::error!("engine: {}", e.detail());
             ServeError::Engine(e.message().to_string())
         })?;
-    let state = AppState { static_dir: options.static_dir.clone().map(Arc::new), engine: Arc::new(engine) };
+    let db = db::open(&options.data_dir).await?;
+    let first_token = auth::bootstrap(&db).await.map_err(ServeError::Token)?;
+    let state = AppState { static_dir: options.static_dir.clone().map(Arc::new), engine: Arc::new(engine), db };
     let listener = tokio::net::TcpListener::bind(options.listen)
         .await
         .map_err(|source| ServeError::Listen { addr: options.listen, source })?;
     let local = listener.local_addr().map_err(ServeError::Server)?;
     tracing::info!("Porthole {VERSION} listening on http://{local}/");
+    if let Some(token) = first_token {
+        // Shown once, like Jupyter's: only its hash is stored.
+        eprintln!(
+            "\n    First start: an admin access token was created. Log in with:\n\n        http://{local}/login?token={token}\n\n    (only its hash is stored: keep it, or make a new one with `porthole token create`)\n"
+        );
+    }
     axum::serve(listener, router(state)).with_graceful_shutdown(shutdown_signal()).await.map_err(ServeError::Server)?;
     tracing::info!("Porthole stopped");
     Ok(())

@@ -4,7 +4,7 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use porthole::cli::{Cli, Command};
+use porthole::cli::{Cli, Command, TokenCommand};
 
 fn main() -> ExitCode {
     // The shim forks containers with libcontainer, which is only safe while the process is
@@ -16,23 +16,25 @@ fn main() -> ExitCode {
 
     let cli = Cli::parse();
     porthole::telemetry::init(&cli.log);
-    match cli.command {
-        Command::Serve(options) => {
-            let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
-                Ok(runtime) => runtime,
-                Err(err) => {
-                    eprintln!("porthole: cannot start the async runtime: {err}");
-                    return ExitCode::FAILURE;
-                }
-            };
-            match runtime.block_on(porthole::serve(options)) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(err) => {
-                    tracing::error!("{err:#}");
-                    eprintln!("porthole: {err}");
-                    ExitCode::FAILURE
-                }
-            }
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("porthole: cannot start the async runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = match cli.command {
+        Command::Serve(options) => runtime.block_on(porthole::serve(options)),
+        Command::Token(TokenCommand::Create { name, data_dir }) => {
+            runtime.block_on(porthole::create_token(&data_dir, &name)).map(|token| println!("{token}"))
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            tracing::error!("{err}");
+            eprintln!("porthole: {err}");
+            ExitCode::FAILURE
         }
     }
 }

@@ -24,3 +24,17 @@ fn render(page: impl Template) -> Response {
         }
     }
 }
+
+#[derive(Template)]
+#[template(path = "login.html")]
+struct LoginPage<'a> {
+    version: &'static str,
+    error: Option<&'a str>,
+}
+
+/// The login form, with an error when a token was refused.
+pub fn login(error: Option<&str>, status: StatusCode) -> Response {
+    let mut response = render(LoginPage { version: crate::VERSION, error });
+    *response.status_mut() = status;
+    response
+}

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 struct Server {
     child: Child,
     base: String,
+    token: String,
     _data: tempfile::TempDir,
 }
 
@@ -32,20 +33,45 @@ fn start_server() -> Server {
     std::thread::spawn(move || {
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
             if let Some(rest) = line.split("listening on ").nth(1) {
-                let _ = tx.send(rest.trim().trim_end_matches('/').to_string());
+                let _ = tx.send(("base", rest.trim().trim_end_matches('/').to_string()));
+            }
+            if let Some(rest) = line.split("/login?token=").nth(1) {
+                let _ = tx.send(("token", rest.trim().to_string()));
             }
         }
     });
-    let base = rx.recv_timeout(Duration::from_secs(60)).expect("the server reports its address");
-    Server { child, base, _data: data }
+    let mut base = None;
+    let mut token = None;
+    while base.is_none() || token.is_none() {
+        let (what, value) = rx.recv_timeout(Duration::from_secs(60)).expect("the server reports its address and token");
+        match what {
+            "base" => base = Some(value),
+            _ => token = Some(value),
+        }
+    }
+    Server { child, base: base.unwrap(), token: token.unwrap(), _data: data }
 }
 
 #[tokio::test]
 async fn serves_the_page_health_and_assets_then_stops_gracefully_on_sigterm() {
     let mut server = start_server();
-    let client = reqwest::Client::new();
+    let client = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
 
-    let page = client.get(format!("{}/", server.base)).send().await.unwrap();
+    // Without a token the browser is sent to the login page; the API says 401.
+    let anonymous = client.get(format!("{}/", server.base)).send().await.unwrap();
+    assert_eq!(anonymous.status(), 303);
+    assert_eq!(anonymous.headers()["location"], "/login");
+    let api = client.get(format!("{}/api/containers", server.base)).send().await.unwrap();
+    assert_eq!(api.status(), 401);
+
+    // The login link printed at first start sets an HttpOnly cookie.
+    let login = client.get(format!("{}/login?token={}", server.base, server.token)).send().await.unwrap();
+    assert_eq!(login.status(), 303);
+    let cookie = login.headers()["set-cookie"].to_str().unwrap().to_string();
+    assert!(cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"), "{cookie}");
+    let cookie = cookie.split(';').next().unwrap().to_string();
+
+    let page = client.get(format!("{}/", server.base)).header("cookie", &cookie).send().await.unwrap();
     assert_eq!(page.status(), 200);
     assert!(page.headers()["content-type"].to_str().unwrap().starts_with("text/html"));
     let html = page.text().await.unwrap();

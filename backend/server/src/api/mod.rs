@@ -1,0 +1,273 @@
+//! The JSON HTTP API under `/api/`: containers and images over the engine interface, with every
+//! engine error mapped to an HTTP status in one place ([`ApiError`]). Internal details are
+//! logged, never returned.
+
+use std::time::Duration;
+
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use porthole_engine::api::{ContainerConfig, RemoveOptions};
+use porthole_engine::{EngineError, ErrorKind};
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::AppState;
+
+/// An error as the API returns it: `{"error": {"kind", "message"}}` with a matching status.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    kind: &'static str,
+    message: String,
+}
+
+impl ApiError {
+    pub fn unauthenticated() -> Self {
+        ApiError {
+            status: StatusCode::UNAUTHORIZED,
+            kind: "unauthenticated",
+            message: "log in first: send an access token as 'Authorization: Bearer <token>'".into(),
+        }
+    }
+
+    pub fn internal() -> Self {
+        ApiError { status: StatusCode::INTERNAL_SERVER_ERROR, kind: "internal", message: "internal error".into() }
+    }
+
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        ApiError { status: StatusCode::BAD_REQUEST, kind: "invalid_argument", message: message.into() }
+    }
+
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+}
+
+/// The one place engine error kinds become HTTP statuses.
+pub fn status_of(kind: ErrorKind) -> StatusCode {
+    match kind {
+        ErrorKind::NotFound => StatusCode::NOT_FOUND,
+        ErrorKind::Conflict => StatusCode::CONFLICT,
+        ErrorKind::InvalidArgument => StatusCode::BAD_REQUEST,
+        ErrorKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+        ErrorKind::NotImplemented => StatusCode::NOT_IMPLEMENTED,
+        ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+impl From<EngineError> for ApiError {
+    fn from(err: EngineError) -> Self {
+        let kind = err.kind();
+        let message = if kind == ErrorKind::Internal {
+            tracing::error!("engine: {}", err.detail());
+            format!("internal error: {}", err.message())
+        } else {
+            tracing::debug!("engine: {}", err.detail());
+            err.message().to_string()
+        };
+        ApiError { status: status_of(kind), kind: kind.as_str(), message }
+    }
+}
+
+impl From<JsonRejection> for ApiError {
+    fn from(rejection: JsonRejection) -> Self {
+        ApiError::bad_request(format!("invalid request body: {}", rejection.body_text()))
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.status, Json(json!({ "error": { "kind": self.kind, "message": self.message } }))).into_response()
+    }
+}
+
+type ApiResult<T> = Result<T, ApiError>;
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/api/info", get(info))
+        .route("/api/whoami", get(crate::auth::whoami))
+        .route("/api/containers", get(list_containers).post(create_container))
+        .route("/api/containers/{id}", get(inspect_container).delete(remove_container))
+        .route("/api/containers/{id}/start", post(start_container))
+        .route("/api/containers/{id}/stop", post(stop_container))
+        .route("/api/containers/{id}/restart", post(restart_container))
+        .route("/api/containers/{id}/kill", post(kill_container))
+        .route("/api/containers/{id}/wait", post(wait_container))
+        .route("/api/containers/{id}/stats", get(container_stats))
+        .route("/api/images", get(list_images))
+        .route("/api/images/{*reference}", get(inspect_image).delete(remove_image))
+        .fallback(|| async {
+            ApiError { status: StatusCode::NOT_FOUND, kind: "not_found", message: "no such API route".into() }
+        })
+}
+
+async fn info(State(state): State<AppState>) -> ApiResult<Response> {
+    Ok(Json(state.engine.info().await?).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+struct ListQuery {
+    #[serde(default)]
+    all: bool,
+}
+
+async fn list_containers(State(state): State<AppState>, Query(q): Query<ListQuery>) -> ApiResult<Response> {
+    Ok(Json(state.engine.list_containers(q.all).await?).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+struct CreateQuery {
+    /// Start the container right away (`docker run -d`).
+    #[serde(default)]
+    start: bool,
+}
+
+async fn create_container(
+    State(state): State<AppState>,
+    Query(q): Query<CreateQuery>,
+    body: Result<Json<ContainerConfig>, JsonRejection>,
+) -> ApiResult<Response> {
+    let Json(config) = body?;
+    let id = state.engine.create_container(config).await?;
+    if q.start {
+        if let Err(err) = state.engine.start_container(&id).await {
+            // `docker run` semantics: the container exists, the start failed; say both.
+            let mut api = ApiError::from(err);
+            api.message = format!("container {id} was created but did not start: {}", api.message);
+            return Err(api);
+        }
+    }
+    Ok((StatusCode::CREATED, Json(json!({ "id": id }))).into_response())
+}
+
+async fn inspect_container(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<Response> {
+    Ok(Json(state.engine.inspect_container(&id).await?).into_response())
+}
+
+async fn start_container(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<StatusCode> {
+    state.engine.start_container(&id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Debug, Deserialize)]
+struct StopQuery {
+    /// Seconds to wait before killing (default 10, as Docker).
+    t: Option<u64>,
+}
+
+fn grace(q: &StopQuery) -> ApiResult<Duration> {
+    match q.t {
+        Some(t) if t > 3600 => Err(ApiError::bad_request("t must be at most 3600 seconds")),
+        Some(t) => Ok(Duration::from_secs(t)),
+        None => Ok(Duration::from_secs(10)),
+    }
+}
+
+async fn stop_container(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    Query(q): Query<StopQuery>,
+) -> ApiResult<StatusCode> {
+    state.engine.stop_container(&id, grace(&q)?).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn restart_container(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    Query(q): Query<StopQuery>,
+) -> ApiResult<StatusCode> {
+    state.engine.restart_container(&id, grace(&q)?).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Debug, Deserialize)]
+struct KillQuery {
+    signal: Option<String>,
+}
+
+async fn kill_container(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    Query(q): Query<KillQuery>,
+) -> ApiResult<StatusCode> {
+    state.engine.kill_container(&id, q.signal.as_deref().unwrap_or("SIGKILL")).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn wait_container(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<Response> {
+    let code = state.engine.wait_container(&id).await?;
+    Ok(Json(json!({ "exit_code": code })).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+struct RemoveQuery {
+    #[serde(default)]
+    force: bool,
+    #[serde(default)]
+    v: bool,
+}
+
+async fn remove_container(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    Query(q): Query<RemoveQuery>,
+) -> ApiResult<StatusCode> {
+    state.engine.remove_container(&id, RemoveOptions { force: q.force, volumes: q.v }).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn container_stats(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<Response> {
+    Ok(Json(state.engine.stats(&id).await?).into_response())
+}
+
+async fn list_images(State(state): State<AppState>) -> ApiResult<Response> {
+    Ok(Json(state.engine.list_images().await?).into_response())
+}
+
+async fn inspect_image(State(state): State<AppState>, Path(reference): Path<String>) -> ApiResult<Response> {
+    Ok(Json(state.engine.inspect_image(&reference).await?).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+struct RemoveImageQuery {
+    #[serde(default)]
+    force: bool,
+}
+
+async fn remove_image(
+    State(state): State<AppState>,
+    Path(reference): Path<String>,
+    Query(q): Query<RemoveImageQuery>,
+) -> ApiResult<StatusCode> {
+    state.engine.remove_image(&reference, q.force).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_error_kind_has_its_status() {
+        assert_eq!(status_of(ErrorKind::NotFound), StatusCode::NOT_FOUND);
+        assert_eq!(status_of(ErrorKind::Conflict), StatusCode::CONFLICT);
+        assert_eq!(status_of(ErrorKind::InvalidArgument), StatusCode::BAD_REQUEST);
+        assert_eq!(status_of(ErrorKind::Unavailable), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(status_of(ErrorKind::NotImplemented), StatusCode::NOT_IMPLEMENTED);
+        assert_eq!(status_of(ErrorKind::Internal), StatusCode::INTERNAL_SERVER_ERROR);
+    }
+
+    #[test]
+    fn internal_causes_are_not_returned() {
+        let err = EngineError::internal("cannot mount", std::io::Error::other("/var/lib/secret: EPERM"));
+        let api = ApiError::from(err);
+        assert_eq!(api.status, StatusCode::INTERNAL_SERVER_ERROR);
+        assert!(!api.message.contains("secret"), "{}", api.message);
+    }
+}

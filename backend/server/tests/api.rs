@@ -1,0 +1,146 @@
+//! The HTTP API through the real router, with a real native engine and database: every API
+//! route refuses anonymous requests, errors come back as classified JSON, and a container can
+//! be run, inspected, waited for and removed.
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use http_body_util::BodyExt;
+use porthole::{auth, db, router, AppState};
+use porthole_engine::native::{NativeConfig, NativeEngine};
+use serde_json::{json, Value};
+use tower::ServiceExt;
+
+struct Harness {
+    app: axum::Router,
+    token: String,
+    _root: tempfile::TempDir,
+}
+
+async fn harness() -> Harness {
+    let root = tempfile::Builder::new().prefix("pha").tempdir_in("/tmp").unwrap();
+    let engine = NativeEngine::open(NativeConfig {
+        root: root.path().to_path_buf(),
+        shim_exe: env!("CARGO_BIN_EXE_porthole").into(),
+        starter_image: true,
+    })
+    .await
+    .unwrap();
+    let pool = db::open(root.path()).await.unwrap();
+    let token = auth::bootstrap(&pool).await.unwrap().expect("first token");
+    assert_eq!(auth::bootstrap(&pool).await.unwrap(), None, "only the first start creates a token");
+    let state = AppState { static_dir: None, engine: std::sync::Arc::new(engine), db: pool };
+    Harness { app: router(state), token, _root: root }
+}
+
+async fn call(h: &Harness, method: &str, uri: &str, token: Option<&str>, body: Option<Value>) -> (StatusCode, Value) {
+    let mut request = Request::builder().method(method).uri(uri);
+    if let Some(token) = token {
+        request = request.header("authorization", format!("Bearer {token}"));
+    }
+    let request = match body {
+        Some(body) => request.header("content-type", "application/json").body(Body::from(body.to_string())),
+        None => request.body(Body::empty()),
+    }
+    .unwrap();
+    let response = h.app.clone().oneshot(request).await.unwrap();
+    let status = response.status();
+    let bytes = response.into_body().collect().await.unwrap().to_bytes();
+    let value = if bytes.is_empty() { Value::Null } else { serde_json::from_slice(&bytes).unwrap_or(Value::Null) };
+    (status, value)
+}
+
+const API_ROUTES: &[(&str, &str)] = &[
+    ("GET", "/api/info"),
+    ("GET", "/api/whoami"),
+    ("GET", "/api/containers"),
+    ("POST", "/api/containers"),
+    ("GET", "/api/containers/x"),
+    ("DELETE", "/api/containers/x"),
+    ("POST", "/api/containers/x/start"),
+    ("POST", "/api/containers/x/stop"),
+    ("POST", "/api/containers/x/restart"),
+    ("POST", "/api/containers/x/kill"),
+    ("POST", "/api/containers/x/wait"),
+    ("GET", "/api/containers/x/stats"),
+    ("GET", "/api/images"),
+    ("GET", "/api/images/busybox"),
+    ("DELETE", "/api/images/busybox"),
+    ("GET", "/api/no-such-route"),
+];
+
+#[tokio::test]
+async fn every_api_route_refuses_anonymous_and_revoked_callers() {
+    let h = harness().await;
+    for (method, uri) in API_ROUTES {
+        let (status, body) = call(&h, method, uri, None, None).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{method} {uri}");
+        assert_eq!(body["error"]["kind"], "unauthenticated", "{method} {uri}");
+        let (status, _) = call(&h, method, uri, Some("ph_not-a-real-token"), None).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{method} {uri} with a bad token");
+    }
+    let (status, body) = call(&h, "GET", "/api/whoami", Some(&h.token), None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(body["name"].as_str().unwrap().contains("admin"));
+    // The image is still there after the refused anonymous DELETE.
+    let (status, _) = call(&h, "GET", "/api/images/busybox", Some(&h.token), None).await;
+    assert_eq!(status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn containers_run_through_the_api_and_errors_are_classified() {
+    let h = harness().await;
+    let t = Some(h.token.as_str());
+    let (status, body) = call(
+        &h,
+        "POST",
+        "/api/containers?start=true",
+        t,
+        Some(json!({"image": "busybox", "cmd": ["sh", "-c", "exit 4"]})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let id = body["id"].as_str().unwrap().to_string();
+    let (status, body) = call(&h, "POST", &format!("/api/containers/{id}/wait"), t, None).await;
+    assert_eq!((status, body["exit_code"].as_i64()), (StatusCode::OK, Some(4)));
+    let (status, body) = call(&h, "GET", &format!("/api/containers/{id}"), t, None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["state"]["status"], "exited");
+    let (_, list) = call(&h, "GET", "/api/containers?all=true", t, None).await;
+    assert!(list.as_array().unwrap().iter().any(|c| c["id"] == id));
+    let (_, running) = call(&h, "GET", "/api/containers", t, None).await;
+    assert!(running.as_array().unwrap().iter().all(|c| c["id"] != id));
+
+    let cases = [
+        ("POST", "/api/containers".to_string(), Some(json!({"image": "nope:1"})), StatusCode::NOT_FOUND, "not_found"),
+        (
+            "POST",
+            "/api/containers".to_string(),
+            Some(json!({"image": "busybox", "cmd": ["/bin/nope"]})),
+            StatusCode::BAD_REQUEST,
+            "invalid_argument",
+        ),
+        (
+            "POST",
+            "/api/containers".to_string(),
+            Some(json!({"imgae": "busybox"})),
+            StatusCode::BAD_REQUEST,
+            "invalid_argument",
+        ),
+        ("POST", format!("/api/containers/{id}/kill"), None, StatusCode::CONFLICT, "conflict"),
+        ("GET", "/api/containers/0000000000ff".to_string(), None, StatusCode::NOT_FOUND, "not_found"),
+        ("POST", format!("/api/containers/{id}/stop?t=999999"), None, StatusCode::BAD_REQUEST, "invalid_argument"),
+    ];
+    for (method, uri, body, expected, kind) in cases {
+        let (status, response) = call(&h, method, &uri, t, body.clone()).await;
+        assert_eq!(status, expected, "{method} {uri} {body:?}: {response}");
+        assert_eq!(response["error"]["kind"], kind, "{method} {uri}");
+        assert!(!response["error"]["message"].as_str().unwrap().is_empty());
+    }
+    let (_, body) = call(&h, "POST", "/api/containers", t, Some(json!({"imgae": "busybox"}))).await;
+    assert!(body["error"]["message"].as_str().unwrap().contains("imgae"), "the message names the bad field: {body}");
+
+    let (status, _) = call(&h, "DELETE", &format!("/api/containers/{id}"), t, None).await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let (status, _) = call(&h, "GET", &format!("/api/containers/{id}"), t, None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+}
