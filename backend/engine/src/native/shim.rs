@@ -542,7 +542,7 @@ impl Shim {
             }
         }
         let started = Instant::now();
-        let filter = Arc::new(seccomp::Filter::compile(&profile)?);
+        let filter = Arc::new(seccomp::Filter::compile_cached(&profile, &self.layout.root().join("seccomp-cache"))?);
         tracing::info!("seccomp profile compiled to {} BPF instructions in {:?}", filter.len(), started.elapsed());
         self.seccomp_cache = Some((profile, filter.clone()));
         Ok(filter)
