@@ -10,6 +10,8 @@ use serde::{de::DeserializeOwned, Deserialize, Serialize};
 
 use crate::api::{ContainerConfig, ContainerState, ContainerStatus};
 
+use super::spec::ProcessSpec;
+
 /// Unix socket paths are limited to 107 bytes; the shim sockets live in `<root>/run/`.
 pub const MAX_ROOT_LEN: usize = 80;
 
@@ -114,19 +116,6 @@ impl Layout {
     }
 }
 
-/// A process as it will run: the image's defaults and the user's overrides already merged, the
-/// user already resolved to numbers.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ResolvedProcess {
-    pub args: Vec<String>,
-    pub env: Vec<String>,
-    pub cwd: String,
-    pub uid: u32,
-    pub gid: u32,
-    pub additional_gids: Vec<u32>,
-    pub terminal: bool,
-}
-
 /// `container.json`: what the engine decided at create time. Immutable afterwards.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ContainerRecord {
@@ -137,7 +126,7 @@ pub struct ContainerRecord {
     /// The reference as the user gave it, normalised.
     pub image: String,
     pub image_id: String,
-    pub process: ResolvedProcess,
+    pub process: ProcessSpec,
     pub hostname: String,
 }
 

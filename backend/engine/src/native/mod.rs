@@ -38,8 +38,9 @@ use crate::api::{
 
 use self::cgroups::{CgroupVersion, ContainerCgroup};
 use self::images::{Image, ImageStore};
-use self::layout::{read_json, write_json_atomic, ContainerRecord, Layout, ResolvedProcess, RunState, MAX_ROOT_LEN};
+use self::layout::{read_json, write_json_atomic, ContainerRecord, Layout, RunState, MAX_ROOT_LEN};
 use self::protocol::{Request, ShimEvent, ShimStatus, StartReport, Target};
+use self::spec::ProcessSpec;
 
 const DEFAULT_PATH: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 /// How long a shim may take to create and start a container before `start` gives up.
@@ -80,7 +81,7 @@ struct Inner {
 struct ExecEntry {
     container_id: String,
     config: ExecConfig,
-    process: ResolvedProcess,
+    process: ProcessSpec,
     started: bool,
     exit_code: Option<i64>,
     pid: Option<u32>,
@@ -259,7 +260,7 @@ impl NativeEngine {
             execs.entry(exec.id.clone()).or_insert_with(|| ExecEntry {
                 container_id: container_id.to_string(),
                 config: ExecConfig { tty: exec.terminal, ..Default::default() },
-                process: ResolvedProcess {
+                process: ProcessSpec {
                     args: Vec::new(),
                     env: Vec::new(),
                     cwd: "/".into(),
@@ -457,7 +458,7 @@ impl NativeEngine {
             }
         }
         let hostname = config.hostname.clone().unwrap_or_else(|| names::short_id(id).to_string());
-        let process = ResolvedProcess {
+        let process = ProcessSpec {
             args,
             env,
             cwd,
@@ -505,18 +506,9 @@ impl NativeEngine {
                 }
             });
         }
-        let p = &record.process;
         spec::build_spec(&spec::SpecInput {
             rootfs: layout.rootfs(&record.id),
-            process: spec::ProcessSpec {
-                args: p.args.clone(),
-                env: p.env.clone(),
-                cwd: p.cwd.clone(),
-                uid: p.uid,
-                gid: p.gid,
-                additional_gids: p.additional_gids.clone(),
-                terminal: p.terminal,
-            },
+            process: record.process.clone(),
             hostname: record.hostname.clone(),
             read_only_rootfs: record.config.read_only_rootfs,
             mounts,
@@ -899,7 +891,7 @@ impl Terminals for NativeEngine {
         let exec_id = names::new_id();
         let entry = ExecEntry {
             container_id: record.id.clone(),
-            process: ResolvedProcess {
+            process: ProcessSpec {
                 args: config.cmd.clone(),
                 env,
                 cwd,

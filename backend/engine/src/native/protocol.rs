@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::api::{EngineError, ErrorKind, StdStream};
 
-use super::layout::ResolvedProcess;
+use super::spec::ProcessSpec;
 
 /// Larger frames are a protocol error: output is sent in chunks well below this.
 pub const MAX_FRAME: usize = 1 << 20;
@@ -178,7 +178,7 @@ pub enum Request {
     /// Start an extra process; the connection then streams it like `Attach`.
     Exec {
         id: String,
-        process: ResolvedProcess,
+        process: ProcessSpec,
         rows: u16,
         cols: u16,
     },

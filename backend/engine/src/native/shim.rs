@@ -32,7 +32,7 @@ use oci_spec::runtime::{LinuxSeccomp, Spec};
 use crate::api::{ContainerStatus, EngineError, ErrorKind, RestartPolicy, StdStream};
 
 use super::cgroups::ContainerCgroup;
-use super::layout::{read_json, write_json_atomic, ContainerRecord, Layout, ResolvedProcess, RunState};
+use super::layout::{read_json, write_json_atomic, ContainerRecord, Layout, RunState};
 use super::logs::{LogLimits, LogWriter};
 use super::protocol::{
     self, ExecStatus, ExitReport, FrameDecoder, FrameKind, Request, Response, ShimEvent, ShimStatus, StartReport,
@@ -40,7 +40,8 @@ use super::protocol::{
 };
 use super::ring::Ring;
 use super::seccomp;
-use super::spec::{process_spec, ProcessSpec};
+use super::spec::process_spec;
+use super::spec::ProcessSpec;
 use super::sys;
 
 /// Output kept per process for clients that join late or reconnect.
@@ -1082,22 +1083,14 @@ impl Shim {
         }
     }
 
-    fn start_exec(&mut self, exec_id: &str, process: &ResolvedProcess, size: (u16, u16)) -> Result<u32, EngineError> {
+    fn start_exec(&mut self, exec_id: &str, process: &ProcessSpec, size: (u16, u16)) -> Result<u32, EngineError> {
         if !self.main_running() {
             return Err(EngineError::conflict(format!("container {} is not running", self.record.name)));
         }
         if self.execs.contains_key(exec_id) {
             return Err(EngineError::conflict("an exec with this id already runs"));
         }
-        let spec = process_spec(&ProcessSpec {
-            args: process.args.clone(),
-            env: process.env.clone(),
-            cwd: process.cwd.clone(),
-            uid: process.uid,
-            gid: process.gid,
-            additional_gids: process.additional_gids.clone(),
-            terminal: process.terminal,
-        })?;
+        let spec = process_spec(process)?;
         let id = self.id().to_string();
         let process_path = self.layout.exec_process_path(&id, exec_id);
         let json = serde_json::to_vec(&spec).map_err(|e| EngineError::internal("cannot write the exec process", e))?;

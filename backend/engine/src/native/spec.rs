@@ -14,8 +14,9 @@ use oci_spec::runtime::{
 
 use crate::api::{EngineError, NetworkMode, Resources, Result};
 
-/// What to run and as whom: the init process of a container, or an exec.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// What to run and as whom: the init process of a container, or an exec. Stored in
+/// `container.json` and sent to the shim for execs, already merged with the image's defaults.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ProcessSpec {
     pub args: Vec<String>,
     pub env: Vec<String>,
