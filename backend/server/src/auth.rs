@@ -31,7 +31,7 @@ pub fn generate_token() -> String {
     format!("ph_{}", hex::encode(bytes))
 }
 
-fn hash(token: &str) -> String {
+pub(crate) fn hash(token: &str) -> String {
     hex::encode(Sha256::digest(token.as_bytes()))
 }
 
@@ -90,11 +90,18 @@ fn is_public(path: &str) -> bool {
     path == "/login" || path == "/healthz" || path.starts_with("/static/")
 }
 
+/// A terminal WebSocket that brings a share link: the handler checks the link itself (for that
+/// one terminal only), so no token is required here.
+fn is_share_link_websocket(path: &str, query: Option<&str>) -> bool {
+    let Some(rest) = path.strip_prefix("/api/terminals/").and_then(|r| r.strip_suffix("/ws")) else { return false };
+    !rest.is_empty() && !rest.contains('/') && query.is_some_and(|q| q.split('&').any(|kv| kv.starts_with("link=")))
+}
+
 /// Requires a valid token on every request but the public ones. API clients get a JSON 401;
 /// browsers are sent to the login page.
 pub async fn require_auth(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
     let path = request.uri().path().to_string();
-    if is_public(&path) {
+    if is_public(&path) || is_share_link_websocket(&path, request.uri().query()) {
         return next.run(request).await;
     }
     let principal = match token_from(request.headers()) {
@@ -192,6 +199,16 @@ mod tests {
         assert_ne!(a, generate_token());
         assert_eq!(hash(&a).len(), 64);
         assert_ne!(hash(&a), a);
+    }
+
+    #[test]
+    fn only_terminal_websockets_with_a_link_skip_the_token_check() {
+        assert!(is_share_link_websocket("/api/terminals/abc/ws", Some("link=phl_x&name=a")));
+        assert!(!is_share_link_websocket("/api/terminals/abc/ws", Some("offset=3")));
+        assert!(!is_share_link_websocket("/api/terminals/abc/ws", None));
+        assert!(!is_share_link_websocket("/api/terminals/abc/links", Some("link=x")));
+        assert!(!is_share_link_websocket("/api/terminals/a/b/ws", Some("link=x")));
+        assert!(!is_share_link_websocket("/api/containers/abc/ws", Some("link=x")));
     }
 
     #[test]

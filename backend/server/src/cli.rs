@@ -54,6 +54,11 @@ pub struct ServeOptions {
     #[arg(long, env = "PORTHOLE_STATIC_DIR")]
     pub static_dir: Option<PathBuf>,
 
+    /// A foreign origin (`https://host[:port]`) whose pages may call the API (CORS) and open
+    /// WebSockets. Repeat for several; none by default (only Porthole's own pages may).
+    #[arg(long, env = "PORTHOLE_ALLOW_ORIGIN", value_delimiter = ',')]
+    pub allow_origin: Vec<String>,
+
     /// The executable to run as each container's shim (`<exe> shim ...`); defaults to this
     /// `porthole` binary itself.
     #[arg(long, env = "PORTHOLE_SHIM", hide = true)]

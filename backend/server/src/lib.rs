@@ -8,7 +8,9 @@ pub mod auth;
 pub mod cli;
 pub mod db;
 pub mod pages;
+pub mod security;
 pub mod telemetry;
+pub mod terminals;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -24,6 +26,8 @@ use tower_http::compression::CompressionLayer;
 use tower_http::trace::TraceLayer;
 
 use crate::cli::ServeOptions;
+use crate::security::Origins;
+use crate::terminals::TerminalRegistry;
 
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
@@ -33,6 +37,21 @@ pub struct AppState {
     pub static_dir: Option<Arc<PathBuf>>,
     pub engine: Arc<dyn Engine>,
     pub db: sqlx::SqlitePool,
+    pub terminals: Arc<TerminalRegistry>,
+    /// Foreign origins allowed to use the API (CORS) and open WebSockets.
+    pub origins: Arc<Origins>,
+}
+
+impl AppState {
+    pub fn new(engine: Arc<dyn Engine>, db: sqlx::SqlitePool) -> Self {
+        AppState {
+            static_dir: None,
+            engine,
+            terminals: TerminalRegistry::new(db.clone()),
+            db,
+            origins: Arc::new(Origins::default()),
+        }
+    }
 }
 
 #[derive(Debug, Serialize)]
@@ -58,17 +77,21 @@ async fn health(State(state): State<AppState>) -> (StatusCode, Json<Health>) {
 
 /// The application's routes, with shared state applied.
 pub fn router(state: AppState) -> Router {
-    Router::new()
+    let cors = state.origins.cors_layer();
+    let router = Router::new()
         .route("/", get(pages::index))
         .route("/healthz", get(health))
         .route("/login", get(auth::login_page).post(auth::login_form))
         .route("/logout", axum::routing::post(auth::logout))
         .route("/static/{*path}", get(assets::serve_asset))
         .merge(api::routes())
-        .layer(axum::middleware::from_fn_with_state(state.clone(), auth::require_auth))
-        .layer(CompressionLayer::new())
-        .layer(TraceLayer::new_for_http())
-        .with_state(state)
+        .layer(axum::middleware::from_fn_with_state(state.clone(), auth::require_auth));
+    // Outside authentication, so preflight requests (which carry no credentials) are answered.
+    let router = match cors {
+        Some(cors) => router.layer(cors),
+        None => router,
+    };
+    router.layer(CompressionLayer::new()).layer(TraceLayer::new_for_http()).with_state(state)
 }
 
 /// Errors that stop the server from starting.
@@ -82,6 +105,8 @@ pub enum ServeError {
     Engine(String),
     #[error(transparent)]
     Database(#[from] db::DbError),
+    #[error("configuration: {0}")]
+    Config(String),
     #[error("cannot create the first access token: {0}")]
     Token(#[source] sqlx::Error),
 }
@@ -107,7 +132,16 @@ pub async fn serve(options: ServeOptions) -> Result<(), ServeError> {
         })?;
     let db = db::open(&options.data_dir).await?;
     let first_token = auth::bootstrap(&db).await.map_err(ServeError::Token)?;
-    let state = AppState { static_dir: options.static_dir.clone().map(Arc::new), engine: Arc::new(engine), db };
+    let origins = Origins::new(&options.allow_origin).map_err(ServeError::Config)?;
+    let engine: Arc<dyn Engine> = Arc::new(engine);
+    let mut state = AppState::new(engine.clone(), db);
+    state.static_dir = options.static_dir.clone().map(Arc::new);
+    state.origins = Arc::new(origins);
+    match state.terminals.restore(engine).await {
+        Ok(0) => {}
+        Ok(n) => tracing::info!("{n} terminal(s) of the previous run restored"),
+        Err(err) => tracing::warn!("cannot restore terminals: {err}"),
+    }
     let listener = tokio::net::TcpListener::bind(options.listen)
         .await
         .map_err(|source| ServeError::Listen { addr: options.listen, source })?;

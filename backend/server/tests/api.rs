@@ -28,7 +28,7 @@ async fn harness() -> Harness {
     let pool = db::open(root.path()).await.unwrap();
     let token = auth::bootstrap(&pool).await.unwrap().expect("first token");
     assert_eq!(auth::bootstrap(&pool).await.unwrap(), None, "only the first start creates a token");
-    let state = AppState { static_dir: None, engine: std::sync::Arc::new(engine), db: pool };
+    let state = AppState::new(std::sync::Arc::new(engine), pool);
     Harness { app: router(state), token, _root: root }
 }
 
@@ -65,6 +65,14 @@ const API_ROUTES: &[(&str, &str)] = &[
     ("GET", "/api/images"),
     ("GET", "/api/images/busybox"),
     ("DELETE", "/api/images/busybox"),
+    ("POST", "/api/containers/x/terminals"),
+    ("GET", "/api/terminals"),
+    ("GET", "/api/terminals/x"),
+    ("GET", "/api/terminals/x/links"),
+    ("POST", "/api/terminals/x/links"),
+    ("DELETE", "/api/terminals/x/links/y"),
+    ("GET", "/api/terminals/x/ws"),
+    ("GET", "/api/terminals/x/ws?offset=0"),
     ("GET", "/api/no-such-route"),
 ];
 

@@ -17,6 +17,8 @@ use serde_json::json;
 
 use crate::AppState;
 
+pub mod terminals;
+
 /// An error as the API returns it: `{"error": {"kind", "message"}}` with a matching status.
 #[derive(Debug)]
 pub struct ApiError {
@@ -32,6 +34,22 @@ impl ApiError {
             kind: "unauthenticated",
             message: "log in first: send an access token as 'Authorization: Bearer <token>'".into(),
         }
+    }
+
+    pub fn unauthenticated_link() -> Self {
+        ApiError {
+            status: StatusCode::UNAUTHORIZED,
+            kind: "unauthenticated",
+            message: "this share link is not valid: it was revoked, has expired, or is for another terminal".into(),
+        }
+    }
+
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        ApiError { status: StatusCode::FORBIDDEN, kind: "forbidden", message: message.into() }
+    }
+
+    pub fn not_found(message: impl Into<String>) -> Self {
+        ApiError { status: StatusCode::NOT_FOUND, kind: "not_found", message: message.into() }
     }
 
     pub fn internal() -> Self {
@@ -101,6 +119,7 @@ pub fn routes() -> Router<AppState> {
         .route("/api/containers/{id}/stats", get(container_stats))
         .route("/api/images", get(list_images))
         .route("/api/images/{*reference}", get(inspect_image).delete(remove_image))
+        .merge(terminals::routes())
         .fallback(|| async {
             ApiError { status: StatusCode::NOT_FOUND, kind: "not_found", message: "no such API route".into() }
         })
