@@ -473,3 +473,58 @@ async fn websockets_check_the_origin_and_cors_is_closed_unless_configured() {
         .unwrap();
     assert!(get.headers().get("access-control-allow-origin").is_none());
 }
+
+#[tokio::test]
+async fn terminals_are_found_again_after_a_server_restart() {
+    let root = tempfile::Builder::new().prefix("phr").tempdir_in("/tmp").unwrap();
+    let open_engine = || async {
+        let engine = NativeEngine::open(NativeConfig {
+            root: root.path().to_path_buf(),
+            shim_exe: env!("CARGO_BIN_EXE_porthole").into(),
+            starter_image: true,
+        })
+        .await
+        .unwrap();
+        Arc::new(engine) as Arc<dyn Engine>
+    };
+    let serve = |state: AppState| async move {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let task = tokio::spawn(async move { axum::serve(listener, router(state)).await });
+        (addr, task)
+    };
+    let engine = open_engine().await;
+    let pool = db::open(root.path()).await.unwrap();
+    let token = auth::bootstrap(&pool).await.unwrap().unwrap();
+    let state = AppState::new(engine.clone(), pool.clone());
+    let (addr, task) = serve(state.clone()).await;
+    let s = Server {
+        addr,
+        owner: token.clone(),
+        other: token.clone(),
+        engine,
+        http: reqwest::Client::new(),
+        _root: tempfile::Builder::new().prefix("phx").tempdir_in("/tmp").unwrap(),
+    };
+    let (container, terminal) = s.shell_terminal().await;
+    let mut client = Client::connect(&s, &terminal, Auth::Token(&token), "").await;
+    client.type_keys("echo before-restart-$((10*10))\n").await;
+    client.read_until("before-restart-100\r\n").await;
+    drop(client);
+    // The old server goes away: its tasks and terminal registry with it.
+    task.abort();
+    drop(state);
+
+    let engine = open_engine().await;
+    let pool = db::open(root.path()).await.unwrap();
+    let state = AppState::new(engine.clone(), pool);
+    assert_eq!(state.terminals.restore(engine.clone()).await.unwrap(), 1);
+    let (addr, _task) = serve(state).await;
+    let s2 = Server { addr, engine, ..s };
+    let mut again = Client::connect(&s2, &terminal, Auth::Token(&token), "").await;
+    assert_eq!(again.hello["role"], "owner", "the owner is remembered");
+    again.read_until("before-restart-100\r\n").await;
+    again.type_keys("echo after-restart-$((11*11))\n").await;
+    again.read_until("after-restart-121\r\n").await;
+    s2.cleanup(&container).await;
+}
