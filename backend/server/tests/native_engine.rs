@@ -291,3 +291,35 @@ async fn restart_policies_apply_when_the_engine_starts_after_its_shims_died() {
         assert!(traces_of(root.path(), id).iter().all(|t| !t.contains("mountinfo")));
     }
 }
+
+/// A failed exec must not leave anything that keeps the container from stopping (libcontainer
+/// leaves its exec helpers to the shim, which must reap them or the container's init can
+/// never finish exiting).
+#[tokio::test]
+async fn a_failed_exec_leaves_the_container_working_and_stoppable() {
+    let root = temp_root();
+    let engine = open(root.path()).await;
+    let id = engine.create_container(sh("sleep 600")).await.unwrap();
+    engine.start_container(&id).await.unwrap();
+    let missing = ExecConfig { cmd: vec!["/no/such/program".into()], ..Default::default() };
+    let exec = engine.create_exec(&id, missing).await.unwrap();
+    let err = engine.start_exec(&exec).await.expect_err("a missing program cannot start");
+    assert_eq!(err.kind(), porthole_engine::ErrorKind::InvalidArgument, "{err:?}");
+
+    let echo = ExecConfig { cmd: vec!["echo".into(), "still-fine".into()], ..Default::default() };
+    let exec = engine.create_exec(&id, echo).await.unwrap();
+    let mut io = engine.start_exec(&exec).await.unwrap();
+    let mut out = Vec::new();
+    while let Some(chunk) = io.output.next().await {
+        out.extend_from_slice(&chunk.unwrap().data);
+    }
+    assert_eq!(out, b"still-fine\n");
+
+    tokio::time::timeout(Duration::from_secs(20), engine.stop_container(&id, Duration::ZERO))
+        .await
+        .expect("the container stops in time")
+        .unwrap();
+    assert_eq!(engine.wait_container(&id).await.unwrap(), 137);
+    engine.remove_container(&id, RemoveOptions::default()).await.unwrap();
+    assert_eq!(traces_of(root.path(), &id), Vec::<String>::new());
+}

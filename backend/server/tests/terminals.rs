@@ -8,9 +8,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::{SinkExt, StreamExt};
-use porthole::security::Origins;
 use porthole::{auth, db, router, AppState};
-use porthole_engine::api::{ContainerConfig, RemoveOptions};
+
 use porthole_engine::native::{NativeConfig, NativeEngine};
 use porthole_engine::Engine;
 use serde_json::{json, Value};
@@ -19,79 +18,9 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
-/// No single wait in these tests may take longer.
-const LIMIT: Duration = Duration::from_secs(30);
+mod common;
 
-struct Server {
-    addr: std::net::SocketAddr,
-    /// The admin token (first start).
-    owner: String,
-    /// A second token: another person on the same Porthole.
-    other: String,
-    engine: Arc<dyn Engine>,
-    http: reqwest::Client,
-    _root: tempfile::TempDir,
-}
-
-async fn server(allowed_origins: &[&str]) -> Server {
-    let root = tempfile::Builder::new().prefix("pht").tempdir_in("/tmp").unwrap();
-    let engine = NativeEngine::open(NativeConfig {
-        root: root.path().to_path_buf(),
-        shim_exe: env!("CARGO_BIN_EXE_porthole").into(),
-        starter_image: true,
-    })
-    .await
-    .unwrap();
-    let pool = db::open(root.path()).await.unwrap();
-    let owner = auth::bootstrap(&pool).await.unwrap().unwrap();
-    let other = auth::create_token(&pool, "second person").await.unwrap();
-    let engine: Arc<dyn Engine> = Arc::new(engine);
-    let mut state = AppState::new(engine.clone(), pool);
-    let origins: Vec<String> = allowed_origins.iter().map(|s| s.to_string()).collect();
-    state.origins = Arc::new(Origins::new(&origins).unwrap());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, router(state)).await });
-    Server { addr, owner, other, engine, http: reqwest::Client::new(), _root: root }
-}
-
-impl Server {
-    async fn api(&self, method: reqwest::Method, path: &str, token: &str, body: Option<Value>) -> (u16, Value) {
-        let mut request = self.http.request(method, format!("http://{}{path}", self.addr)).bearer_auth(token);
-        if let Some(body) = body {
-            request = request.json(&body);
-        }
-        let response = request.send().await.unwrap();
-        let status = response.status().as_u16();
-        let text = response.text().await.unwrap();
-        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
-    }
-
-    /// A running busybox container and an exec shell terminal on it, owned by `owner`.
-    async fn shell_terminal(&self) -> (String, String) {
-        let config = ContainerConfig {
-            image: "busybox".into(),
-            cmd: Some(vec!["sleep".into(), "600".into()]),
-            ..Default::default()
-        };
-        let container = self.engine.create_container(config).await.unwrap();
-        self.engine.start_container(&container).await.unwrap();
-        let (status, body) = self
-            .api(
-                reqwest::Method::POST,
-                &format!("/api/containers/{container}/terminals"),
-                &self.owner,
-                Some(json!({"kind": "exec", "cmd": ["sh"], "size": {"rows": 24, "cols": 80}})),
-            )
-            .await;
-        assert_eq!(status, 201, "{body}");
-        (container, body["id"].as_str().unwrap().to_string())
-    }
-
-    async fn cleanup(&self, container: &str) {
-        let _ = self.engine.remove_container(container, RemoveOptions { force: true, volumes: true }).await;
-    }
-}
+use common::{server, Server, LIMIT};
 
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
@@ -504,7 +433,7 @@ async fn terminals_are_found_again_after_a_server_restart() {
         other: token.clone(),
         engine,
         http: reqwest::Client::new(),
-        _root: tempfile::Builder::new().prefix("phx").tempdir_in("/tmp").unwrap(),
+        root: tempfile::Builder::new().prefix("phx").tempdir_in("/tmp").unwrap(),
     };
     let (container, terminal) = s.shell_terminal().await;
     let mut client = Client::connect(&s, &terminal, Auth::Token(&token), "").await;

@@ -263,6 +263,9 @@ struct Client {
     out: Vec<u8>,
     out_pos: usize,
     role: ClientRole,
+    /// The client shut down its sending side (an attached client closing the process's
+    /// stdin): it still receives output until it closes completely.
+    read_closed: bool,
 }
 
 impl Client {
@@ -645,7 +648,7 @@ impl Shim {
         add(self.signals.as_fd().as_raw_fd(), libc::POLLIN, Source::Signals);
         for (i, client) in self.clients.iter().enumerate() {
             if let Some(c) = client {
-                let mut events = libc::POLLIN;
+                let mut events = if c.read_closed { 0 } else { libc::POLLIN };
                 if c.backlog() > 0 {
                     events |= libc::POLLOUT;
                 }
@@ -697,6 +700,7 @@ impl Shim {
                         decoder: FrameDecoder::default(),
                         out: Vec::new(),
                         out_pos: 0,
+                        read_closed: false,
                         role: ClientRole::New,
                     }));
                 }
@@ -737,6 +741,33 @@ impl Shim {
             if let Some(code) = try_wait(pid) {
                 self.on_main_exit(code);
             }
+        }
+        self.reap_orphans();
+    }
+
+    /// Reaps exited children that are not ours to report: processes reparented to the shim (a
+    /// child subreaper), such as what a failed exec of libcontainer leaves behind. Left as
+    /// zombies they would keep the container's pid namespace from ever finishing its exit.
+    /// Safe here: libcontainer only waits for its helpers inside its own calls, never while
+    /// the shim sits in its loop.
+    fn reap_orphans(&mut self) {
+        let flags = WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG | WaitPidFlag::WNOWAIT;
+        for _ in 0..64 {
+            let pid = match nix::sys::wait::waitid(nix::sys::wait::Id::All, flags) {
+                Ok(status) => match status.pid() {
+                    Some(pid) => pid,
+                    None => return,
+                },
+                Err(_) => return,
+            };
+            let ours = self.main.as_ref().is_some_and(|m| m.pid == pid.as_raw())
+                || self.execs.values().any(|p| p.pid == pid.as_raw());
+            if ours {
+                // Reported on the next SIGCHLD pass, with its exit code.
+                return;
+            }
+            tracing::debug!("reaping orphan {pid}");
+            let _ = waitpid(pid, Some(WaitPidFlag::WNOHANG));
         }
     }
 
@@ -866,9 +897,21 @@ impl Shim {
             if revents & libc::POLLOUT != 0 && client.flush().is_err() {
                 close = true;
             }
-            if revents & (libc::POLLIN | libc::POLLHUP | libc::POLLERR) != 0 {
+            if client.read_closed {
+                // Only a complete close (or an error) is left to notice.
+                close |= revents & (libc::POLLHUP | libc::POLLERR) != 0;
+            } else if revents & (libc::POLLIN | libc::POLLHUP | libc::POLLERR) != 0 {
                 loop {
                     match client.stream.read(buf) {
+                        Ok(0)
+                            if matches!(client.role, ClientRole::Attached(_))
+                                && revents & (libc::POLLHUP | libc::POLLERR) == 0 =>
+                        {
+                            // The client dropped its input half only (an explicit `CloseInput`
+                            // frame is what ends the process's stdin): keep sending it output.
+                            client.read_closed = true;
+                            break;
+                        }
                         Ok(0) => {
                             close = true;
                             break;

@@ -17,6 +17,7 @@ use serde_json::json;
 
 use crate::AppState;
 
+mod streams;
 pub mod terminals;
 
 /// An error as the API returns it: `{"error": {"kind", "message"}}` with a matching status.
@@ -50,6 +51,10 @@ impl ApiError {
 
     pub fn not_found(message: impl Into<String>) -> Self {
         ApiError { status: StatusCode::NOT_FOUND, kind: "not_found", message: message.into() }
+    }
+
+    pub fn timeout(message: impl Into<String>) -> Self {
+        ApiError { status: StatusCode::GATEWAY_TIMEOUT, kind: "timeout", message: message.into() }
     }
 
     pub fn internal() -> Self {
@@ -120,6 +125,7 @@ pub fn routes() -> Router<AppState> {
         .route("/api/images", get(list_images))
         .route("/api/images/{*reference}", get(inspect_image).delete(remove_image))
         .merge(terminals::routes())
+        .merge(streams::routes())
         .fallback(|| async {
             ApiError { status: StatusCode::NOT_FOUND, kind: "not_found", message: "no such API route".into() }
         })
