@@ -1,17 +1,25 @@
-//! Command-line interface: every option documented in `--help`, each also settable through a
-//! `PORTHOLE_*` environment variable (flags win over the environment).
+//! Command line and configuration. Every setting has a default, may be set in a TOML file, in a
+//! `PORTHOLE_*` environment variable, and with a flag; each later source wins (defaults, file,
+//! environment, flags). `porthole serve --help` documents every option.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use clap::{Args, Parser, Subcommand};
+use serde::Deserialize;
+
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+pub const DEFAULT_DATA_DIR: &str = "/var/lib/porthole";
+pub const DEFAULT_CONFIG: &str = "/etc/porthole/porthole.toml";
+pub const DEFAULT_LOG: &str = "info";
 
 #[derive(Debug, Parser)]
 #[command(name = "porthole", version, about = "Containers with live, shared terminals in the browser.")]
 pub struct Cli {
-    /// Log filter, in `tracing` syntax (e.g. `info`, `porthole=debug,tower_http=info`).
-    #[arg(long, global = true, env = "PORTHOLE_LOG", default_value = "info")]
-    pub log: String,
+    /// Log filter, in `tracing` syntax (e.g. `info`, `porthole=debug,tower_http=info`)
+    /// [default: info].
+    #[arg(long, global = true, env = "PORTHOLE_LOG")]
+    pub log: Option<String>,
 
     #[command(subcommand)]
     pub command: Command,
@@ -20,7 +28,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the web server (dashboard, API and terminals).
-    Serve(ServeOptions),
+    Serve(ServeArgs),
     /// Manage access tokens.
     #[command(subcommand)]
     Token(TokenCommand),
@@ -34,20 +42,31 @@ pub enum TokenCommand {
         #[arg(long, default_value = "admin")]
         name: String,
         /// Porthole's data directory (as for `serve`).
-        #[arg(long, env = "PORTHOLE_DATA_DIR", default_value = "/var/lib/porthole")]
+        #[arg(long, env = "PORTHOLE_DATA_DIR", default_value = DEFAULT_DATA_DIR)]
         data_dir: PathBuf,
     },
 }
 
-#[derive(Debug, Clone, Args)]
-pub struct ServeOptions {
+/// `porthole serve` as given on the command line and in the environment (clap gives a flag
+/// precedence over its variable); unset options come from the configuration file, then the
+/// defaults.
+#[derive(Debug, Clone, Default, Args)]
+pub struct ServeArgs {
+    /// Configuration file (TOML; keys as the long options with `_` for `-`, e.g.
+    /// `listen = "0.0.0.0:8080"`, `allow_origin = ["https://demo.example.org"]`).
+    /// [default: /etc/porthole/porthole.toml, when it exists]
+    #[arg(long, env = "PORTHOLE_CONFIG")]
+    pub config: Option<PathBuf>,
+
     /// Address to listen on. The default only accepts connections from this machine.
-    #[arg(long, env = "PORTHOLE_LISTEN", default_value = "127.0.0.1:8080")]
-    pub listen: SocketAddr,
+    /// [default: 127.0.0.1:8080]
+    #[arg(long, env = "PORTHOLE_LISTEN")]
+    pub listen: Option<SocketAddr>,
 
     /// Where Porthole keeps its state: images, containers, logs, the database.
-    #[arg(long, env = "PORTHOLE_DATA_DIR", default_value = "/var/lib/porthole")]
-    pub data_dir: PathBuf,
+    /// [default: /var/lib/porthole]
+    #[arg(long, env = "PORTHOLE_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
 
     /// Serve browser assets from this directory instead of the copies built into the binary
     /// (for frontend development: rebuild and reload without recompiling).
@@ -55,12 +74,130 @@ pub struct ServeOptions {
     pub static_dir: Option<PathBuf>,
 
     /// A foreign origin (`https://host[:port]`) whose pages may call the API (CORS) and open
-    /// WebSockets. Repeat for several; none by default (only Porthole's own pages may).
+    /// WebSockets. Repeat, or separate with commas, for several. [default: none: only
+    /// Porthole's own pages may]
     #[arg(long, env = "PORTHOLE_ALLOW_ORIGIN", value_delimiter = ',')]
-    pub allow_origin: Vec<String>,
+    pub allow_origin: Option<Vec<String>>,
 
     /// The executable to run as each container's shim (`<exe> shim ...`); defaults to this
     /// `porthole` binary itself.
     #[arg(long, env = "PORTHOLE_SHIM", hide = true)]
     pub shim: Option<PathBuf>,
+}
+
+/// The configuration file's contents: the same settings as the flags.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    listen: Option<SocketAddr>,
+    data_dir: Option<PathBuf>,
+    static_dir: Option<PathBuf>,
+    allow_origin: Option<Vec<String>>,
+    log: Option<String>,
+}
+
+/// The settings `serve` runs with, every source applied.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServeOptions {
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    pub static_dir: Option<PathBuf>,
+    pub allow_origin: Vec<String>,
+    pub shim: Option<PathBuf>,
+    pub log: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read the configuration file {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("the configuration file {path} is not valid: {message}")]
+    Invalid { path: PathBuf, message: String },
+}
+
+fn read_file(path: &Path, required: bool) -> Result<FileConfig, ConfigError> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => toml::from_str(&text)
+            .map_err(|e| ConfigError::Invalid { path: path.to_path_buf(), message: e.message().to_string() }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && !required => Ok(FileConfig::default()),
+        Err(source) => Err(ConfigError::Read { path: path.to_path_buf(), source }),
+    }
+}
+
+impl ServeArgs {
+    /// Applies the configuration file under these arguments and the defaults beneath both.
+    /// `log` is the global `--log`/`PORTHOLE_LOG`, if given.
+    pub fn resolve(self, log: Option<String>) -> Result<ServeOptions, ConfigError> {
+        let file = match &self.config {
+            Some(path) => read_file(path, true)?,
+            None => read_file(Path::new(DEFAULT_CONFIG), false)?,
+        };
+        Ok(ServeOptions {
+            listen: self.listen.or(file.listen).unwrap_or_else(|| DEFAULT_LISTEN.parse().expect("a valid default")),
+            data_dir: self.data_dir.or(file.data_dir).unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)),
+            static_dir: self.static_dir.or(file.static_dir),
+            allow_origin: self.allow_origin.or(file.allow_origin).unwrap_or_default(),
+            shim: self.shim,
+            log: log.or(file.log).unwrap_or_else(|| DEFAULT_LOG.to_string()),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_then_file_then_arguments() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("porthole.toml");
+        std::fs::write(&path, "listen = \"127.0.0.1:9000\"\ndata_dir = \"/srv/porthole\"\nlog = \"debug\"\n").unwrap();
+
+        let defaults = ServeArgs { config: Some(dir.path().join("absent.toml")), ..Default::default() };
+        assert!(matches!(defaults.resolve(None), Err(ConfigError::Read { .. })), "a named file must exist");
+
+        let from_file = ServeArgs { config: Some(path.clone()), ..Default::default() }.resolve(None).unwrap();
+        assert_eq!(from_file.listen.to_string(), "127.0.0.1:9000");
+        assert_eq!(from_file.data_dir, PathBuf::from("/srv/porthole"));
+        assert_eq!(from_file.log, "debug");
+        assert_eq!(from_file.allow_origin, Vec::<String>::new());
+
+        let args = ServeArgs {
+            config: Some(path.clone()),
+            listen: Some("127.0.0.1:9100".parse().unwrap()),
+            ..Default::default()
+        };
+        let merged = args.resolve(Some("warn".into())).unwrap();
+        assert_eq!(merged.listen.to_string(), "127.0.0.1:9100");
+        assert_eq!(merged.data_dir, PathBuf::from("/srv/porthole"), "unset flags fall back to the file");
+        assert_eq!(merged.log, "warn");
+    }
+
+    #[test]
+    fn unknown_or_mistyped_keys_are_errors_that_name_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("porthole.toml");
+        std::fs::write(&path, "lisen = \"127.0.0.1:9000\"\n").unwrap();
+        let err = ServeArgs { config: Some(path.clone()), ..Default::default() }.resolve(None).unwrap_err();
+        assert!(err.to_string().contains("lisen"), "{err}");
+        std::fs::write(&path, "listen = \"not an address\"\n").unwrap();
+        let err = ServeArgs { config: Some(path), ..Default::default() }.resolve(None).unwrap_err();
+        assert!(matches!(err, ConfigError::Invalid { .. }), "{err}");
+    }
+
+    #[test]
+    fn the_environment_fills_in_and_flags_win_over_it() {
+        // Only this test in this process parses the command line, so the variable is its own.
+        std::env::set_var("PORTHOLE_LISTEN", "127.0.0.1:9200");
+        let parse = |args: &[&str]| {
+            let Command::Serve(args) = Cli::try_parse_from(args).unwrap().command else { panic!("serve") };
+            args.resolve(None).unwrap()
+        };
+        assert_eq!(parse(&["porthole", "serve"]).listen.to_string(), "127.0.0.1:9200");
+        let flagged = parse(&["porthole", "serve", "--listen", "127.0.0.1:9300"]);
+        assert_eq!(flagged.listen.to_string(), "127.0.0.1:9300");
+        std::env::remove_var("PORTHOLE_LISTEN");
+        let listed = parse(&["porthole", "serve", "--allow-origin", "https://a.example,https://b.example"]);
+        assert_eq!(listed.allow_origin, vec!["https://a.example", "https://b.example"]);
+    }
 }

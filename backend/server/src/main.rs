@@ -15,7 +15,21 @@ fn main() -> ExitCode {
     }
 
     let cli = Cli::parse();
-    porthole::telemetry::init(&cli.log);
+    let command = match cli.command {
+        Command::Serve(args) => match args.resolve(cli.log.clone()) {
+            Ok(options) => Ok(options),
+            Err(err) => {
+                eprintln!("porthole: {err}");
+                return ExitCode::FAILURE;
+            }
+        },
+        Command::Token(token) => Err(token),
+    };
+    let log = match &command {
+        Ok(options) => options.log.clone(),
+        Err(_) => cli.log.unwrap_or_else(|| porthole::cli::DEFAULT_LOG.to_string()),
+    };
+    porthole::telemetry::init(&log);
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(err) => {
@@ -23,9 +37,9 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let result = match cli.command {
-        Command::Serve(options) => runtime.block_on(porthole::serve(options)),
-        Command::Token(TokenCommand::Create { name, data_dir }) => {
+    let result = match command {
+        Ok(options) => runtime.block_on(porthole::serve(options)),
+        Err(TokenCommand::Create { name, data_dir }) => {
             runtime.block_on(porthole::create_token(&data_dir, &name)).map(|token| println!("{token}"))
         }
     };
