@@ -112,6 +112,7 @@ type ApiResult<T> = Result<T, ApiError>;
 
 pub fn routes() -> Router<AppState> {
     Router::new()
+        .route("/api/openapi.json", get(openapi))
         .route("/api/info", get(info))
         .route("/api/whoami", get(crate::auth::whoami))
         .route("/api/containers", get(list_containers).post(create_container))
@@ -129,6 +130,13 @@ pub fn routes() -> Router<AppState> {
         .fallback(|| async {
             ApiError { status: StatusCode::NOT_FOUND, kind: "not_found", message: "no such API route".into() }
         })
+}
+
+/// The API's description, kept beside the routes (a test checks the two agree).
+pub const OPENAPI: &str = include_str!("../../../../docs/openapi.json");
+
+async fn openapi() -> Response {
+    ([(axum::http::header::CONTENT_TYPE, "application/json")], OPENAPI).into_response()
 }
 
 async fn info(State(state): State<AppState>) -> ApiResult<Response> {
