@@ -94,6 +94,24 @@ pub fn router(state: AppState) -> Router {
     router.layer(CompressionLayer::new()).layer(TraceLayer::new_for_http()).with_state(state)
 }
 
+/// The server future [`serve_app`] returns.
+pub type AppServer =
+    axum::serve::Serve<axum::serve::TapIo<tokio::net::TcpListener, fn(&mut tokio::net::TcpStream)>, Router, Router>;
+
+/// Serves the application on a bound listener. Nagle's algorithm is off on every connection:
+/// a keystroke's echo is one tiny WebSocket frame and must not wait for the client's delayed
+/// ACK (tens of milliseconds).
+pub fn serve_app(listener: tokio::net::TcpListener, state: AppState) -> AppServer {
+    use axum::serve::ListenerExt;
+    fn no_delay(stream: &mut tokio::net::TcpStream) {
+        if let Err(err) = stream.set_nodelay(true) {
+            tracing::debug!("cannot set TCP_NODELAY: {err}");
+        }
+    }
+    let listener = listener.tap_io(no_delay as fn(&mut tokio::net::TcpStream));
+    axum::serve(listener, router(state))
+}
+
 /// Errors that stop the server from starting.
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
@@ -153,7 +171,7 @@ pub async fn serve(options: ServeOptions) -> Result<(), ServeError> {
             "\n    First start: an admin access token was created. Log in with:\n\n        http://{local}/login?token={token}\n\n    (only its hash is stored: keep it, or make a new one with `porthole token create`)\n"
         );
     }
-    axum::serve(listener, router(state)).with_graceful_shutdown(shutdown_signal()).await.map_err(ServeError::Server)?;
+    serve_app(listener, state).with_graceful_shutdown(shutdown_signal()).await.map_err(ServeError::Server)?;
     tracing::info!("Porthole stopped");
     Ok(())
 }

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::{SinkExt, StreamExt};
-use porthole::{auth, db, router, AppState};
+use porthole::{auth, db, AppState};
 
 use porthole_engine::native::{NativeConfig, NativeEngine};
 use porthole_engine::Engine;
@@ -419,7 +419,7 @@ async fn terminals_are_found_again_after_a_server_restart() {
     let serve = |state: AppState| async move {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let task = tokio::spawn(async move { axum::serve(listener, router(state)).await });
+        let task = tokio::spawn(async move { porthole::serve_app(listener, state).await });
         (addr, task)
     };
     let engine = open_engine().await;

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use porthole::security::Origins;
-use porthole::{auth, db, router, AppState};
+use porthole::{auth, db, AppState};
 use porthole_engine::api::{ContainerConfig, RemoveOptions};
 use porthole_engine::native::{NativeConfig, NativeEngine};
 use porthole_engine::Engine;
@@ -44,7 +44,7 @@ pub async fn server(allowed_origins: &[&str]) -> Server {
     state.origins = Arc::new(Origins::new(&origins).unwrap());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, router(state)).await });
+    tokio::spawn(async move { porthole::serve_app(listener, state).await });
     Server { addr, owner, other, engine, http: reqwest::Client::new(), root }
 }
 

@@ -1,0 +1,384 @@
+//! Shared-terminal benchmark, against a real `porthole serve` process and the native engine
+//! (root needed). Prints:
+//!
+//! - output throughput from a container to one WebSocket client (MB/s), beside the raw PTY read
+//!   rate of the same command run on a host PTY (target: at least 90%);
+//! - keystroke echo latency p50/p99 over 1000 keystrokes, idle and while another terminal
+//!   floods output (targets: p99 at most 2 ms idle, 5 ms flooded);
+//! - fan-out of one busy terminal to 1, 10, 50 and 100 viewers: throughput per viewer, whether
+//!   every viewer got every byte, and the server's CPU use.
+//!
+//! Sizes: `PORTHOLE_BENCH_MB` (default 100) for throughput, a fifth of it for fan-out.
+
+use std::io::{BufRead, BufReader, Read};
+use std::os::fd::AsRawFd;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use futures::{SinkExt, StreamExt};
+use serde_json::{json, Value};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+const LINE: &str = "0123456789abcdefghijklmnopqrstuvwxyz0123456789abcdefghijklmnopqrstuvwxyz";
+const LIMIT: Duration = Duration::from_secs(120);
+
+type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+struct Server {
+    child: Child,
+    base: String,
+    token: String,
+    http: reqwest::Client,
+    _data: tempfile::TempDir,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_server() -> Server {
+    let data = tempfile::Builder::new().prefix("phb").tempdir_in("/tmp").expect("a data directory");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_porthole"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--log", "warn,porthole=info", "--data-dir"])
+        .arg(data.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("porthole starts");
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if let Some(rest) = line.split("listening on http://").nth(1) {
+                let _ = tx.send(("base", rest.trim().trim_end_matches('/').to_string()));
+            }
+            if let Some(rest) = line.split("/login?token=").nth(1) {
+                let _ = tx.send(("token", rest.trim().to_string()));
+            }
+        }
+    });
+    let (mut base, mut token) = (None, None);
+    while base.is_none() || token.is_none() {
+        let (what, value) = rx.recv_timeout(Duration::from_secs(60)).expect("the server reports address and token");
+        if what == "base" {
+            base = Some(value);
+        } else {
+            token = Some(value);
+        }
+    }
+    Server { child, base: base.unwrap(), token: token.unwrap(), http: reqwest::Client::new(), _data: data }
+}
+
+impl Server {
+    async fn post(&self, path: &str, body: Value) -> Value {
+        let response = self
+            .http
+            .post(format!("http://{}{path}", self.base))
+            .bearer_auth(&self.token)
+            .json(&body)
+            .send()
+            .await
+            .expect("the API answers");
+        let status = response.status();
+        let value: Value = response.json().await.unwrap_or(Value::Null);
+        assert!(status.is_success(), "POST {path}: {status} {value}");
+        value
+    }
+
+    async fn container(&self) -> String {
+        let created =
+            self.post("/api/containers?start=true", json!({"image": "busybox", "cmd": ["sleep", "3600"]})).await;
+        created["id"].as_str().unwrap().to_string()
+    }
+
+    async fn terminal(&self, container: &str, cmd: &[&str]) -> String {
+        let body = json!({"kind": "exec", "cmd": cmd, "size": {"rows": 50, "cols": 200}});
+        let created = self.post(&format!("/api/containers/{container}/terminals"), body).await;
+        created["id"].as_str().unwrap().to_string()
+    }
+
+    /// Server CPU time so far (user + system), from /proc.
+    fn cpu(&self) -> Duration {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap_or_default();
+        let fields: Vec<&str> = stat.rsplit(')').next().unwrap_or("").split_whitespace().collect();
+        let ticks: u64 = fields.get(11..13).map(|f| f.iter().filter_map(|v| v.parse::<u64>().ok()).sum()).unwrap_or(0);
+        let hz = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK).ok().flatten().unwrap_or(100) as u64;
+        Duration::from_millis(ticks * 1000 / hz)
+    }
+}
+
+/// A client that acknowledges what it receives and counts bytes and resets.
+struct Viewer {
+    ws: Ws,
+    received: u64,
+    tail: Vec<u8>,
+    resets: u64,
+    missed: u64,
+}
+
+impl Viewer {
+    async fn connect(server: &Server, terminal: &str) -> Viewer {
+        let url = format!("ws://{}/api/terminals/{terminal}/ws", server.base);
+        let mut request = url.into_client_request().unwrap();
+        request.headers_mut().insert("authorization", format!("Bearer {}", server.token).parse().unwrap());
+        let (ws, _) = tokio_tungstenite::connect_async_with_config(request, None, true)
+            .await
+            .expect("the terminal WebSocket opens");
+        let mut viewer = Viewer { ws, received: 0, tail: Vec::new(), resets: 0, missed: 0 };
+        // Wait for hello, then drain the history so measurements start from live output.
+        viewer.next().await;
+        viewer
+    }
+
+    /// One message; returns the binary payload length (0 for control messages).
+    async fn next(&mut self) -> Option<usize> {
+        let message = tokio::time::timeout(LIMIT, self.ws.next()).await.ok()??.ok()?;
+        match message {
+            Message::Binary(data) => {
+                self.received += data.len() as u64;
+                self.tail.extend_from_slice(&data);
+                if self.tail.len() > 256 {
+                    self.tail.drain(..self.tail.len() - 256);
+                }
+                let ack = json!({"type": "ack", "offset": self.received}).to_string();
+                self.ws.send(Message::Text(ack.into())).await.ok()?;
+                Some(data.len())
+            }
+            Message::Text(text) => {
+                let value: Value = serde_json::from_str(text.as_str()).unwrap_or(Value::Null);
+                if value["type"] == "reset" {
+                    self.resets += 1;
+                    self.missed += value["missed"].as_u64().unwrap_or(0);
+                    self.received = value["offset"].as_u64().unwrap_or(self.received);
+                }
+                if value["type"] == "hello" {
+                    self.received = value["offset"].as_u64().unwrap_or(0);
+                }
+                Some(0)
+            }
+            Message::Close(_) => None,
+            _ => Some(0),
+        }
+    }
+
+    async fn until(&mut self, marker: &[u8]) -> bool {
+        let began = Instant::now();
+        while !self.tail.windows(marker.len()).any(|w| w == marker) {
+            if began.elapsed() > LIMIT || self.next().await.is_none() {
+                return false;
+            }
+        }
+        self.tail.clear();
+        true
+    }
+
+    async fn type_keys(&mut self, keys: &str) {
+        self.ws.send(Message::Binary(keys.as_bytes().to_vec().into())).await.expect("send keys");
+    }
+}
+
+fn flood_command(bytes: u64, marker: &str) -> String {
+    format!("yes {LINE} | head -c {bytes}; echo {marker}-$((20+22))\n")
+}
+
+/// The same command on a host PTY, read as fast as possible: bytes and seconds.
+fn raw_pty_rate(bytes: u64) -> Option<(u64, Duration)> {
+    let busybox = ["/bin/busybox", "/usr/bin/busybox"].into_iter().find(|p| std::path::Path::new(p).exists())?;
+    let pty = nix::pty::openpty(None, None).ok()?;
+    let slave = pty.slave;
+    let began = Instant::now();
+    let mut child = Command::new(busybox)
+        .args(["sh", "-c", &format!("yes {LINE} | head -c {bytes}")])
+        .stdin(Stdio::from(slave.try_clone().ok()?))
+        .stdout(Stdio::from(slave.try_clone().ok()?))
+        .stderr(Stdio::from(slave))
+        .spawn()
+        .ok()?;
+    let mut master = std::fs::File::from(pty.master);
+    let mut buf = vec![0u8; 64 << 10];
+    let mut total = 0u64;
+    loop {
+        match master.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => total += n as u64,
+            // EIO: the last holder of the slave side is gone.
+            Err(_) => break,
+        }
+    }
+    let elapsed = began.elapsed();
+    let _ = child.wait();
+    let _ = master.as_raw_fd();
+    Some((total, elapsed))
+}
+
+fn mb_per_s(bytes: u64, time: Duration) -> f64 {
+    bytes as f64 / 1e6 / time.as_secs_f64().max(1e-9)
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+async fn throughput(server: &Server, container: &str, bytes: u64) {
+    let raw = raw_pty_rate(bytes);
+    let terminal = server.terminal(container, &["sh"]).await;
+    let mut viewer = Viewer::connect(server, &terminal).await;
+    viewer.type_keys("echo ready-$((1+1))\n").await;
+    viewer.until(b"ready-2").await;
+    let start_offset = viewer.received;
+    let began = Instant::now();
+    viewer.type_keys(&flood_command(bytes, "THROUGHPUT")).await;
+    let complete = viewer.until(b"THROUGHPUT-42").await;
+    let elapsed = began.elapsed();
+    let got = viewer.received - start_offset;
+    let ws_rate = mb_per_s(got, elapsed);
+    match raw {
+        Some((raw_bytes, raw_time)) => {
+            let raw_rate = mb_per_s(raw_bytes, raw_time);
+            println!(
+                "throughput: WebSocket client {ws_rate:.1} MB/s ({got} bytes in {elapsed:.2?}{}), raw host PTY {raw_rate:.1} MB/s ({raw_bytes} bytes): {:.0}% of raw (target >= 90%)",
+                if complete { "" } else { ", INCOMPLETE" },
+                100.0 * ws_rate / raw_rate
+            );
+        }
+        None => println!("throughput: WebSocket client {ws_rate:.1} MB/s; raw PTY rate not measured (no busybox)"),
+    }
+    if viewer.resets > 0 {
+        println!("throughput: the client was reset {} times ({} bytes missed)", viewer.resets, viewer.missed);
+    }
+}
+
+async fn echo_latency(server: &Server, container: &str, label: &str) -> (Duration, Duration) {
+    let terminal = server.terminal(container, &["cat"]).await;
+    let mut viewer = Viewer::connect(server, &terminal).await;
+    // The PTY's line discipline echoes each keystroke.
+    let mut samples = Vec::with_capacity(1000);
+    for i in 0..1000 {
+        let key = [b'a' + (i % 26) as u8];
+        let before = viewer.received;
+        let began = Instant::now();
+        viewer.ws.send(Message::Binary(key.to_vec().into())).await.unwrap();
+        while viewer.received == before {
+            if viewer.next().await.is_none() {
+                println!("echo {label}: the terminal closed");
+                return (Duration::ZERO, Duration::ZERO);
+            }
+        }
+        samples.push(began.elapsed());
+    }
+    samples.sort();
+    let (p50, p99) = (percentile(&samples, 0.5), percentile(&samples, 0.99));
+    println!("echo latency {label}: p50 {p50:.2?} p99 {p99:.2?} over {} keystrokes", samples.len());
+    (p50, p99)
+}
+
+async fn flooded_echo_latency(server: &Server, container: &str) {
+    let flood = server.terminal(container, &["sh", "-c", &format!("yes {LINE}")]).await;
+    let mut flood_viewer = Viewer::connect(server, &flood).await;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stop_reader = stop.clone();
+    let reader = tokio::spawn(async move {
+        let began = Instant::now();
+        while !stop_reader.load(std::sync::atomic::Ordering::Relaxed) {
+            if flood_viewer.next().await.is_none() {
+                break;
+            }
+        }
+        (flood_viewer.received, began.elapsed())
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (_, p99) = echo_latency(server, container, "while another terminal floods").await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    if let Ok((bytes, time)) = reader.await {
+        println!(
+            "  (the flooding terminal delivered {:.1} MB/s meanwhile; p99 target <= 5 ms: {})",
+            mb_per_s(bytes, time),
+            if p99 <= Duration::from_millis(5) { "met" } else { "missed" }
+        );
+    }
+}
+
+async fn fan_out(server: &Server, container: &str, viewers: usize, bytes: u64) {
+    let terminal = server.terminal(container, &["sh"]).await;
+    let mut owner = Viewer::connect(server, &terminal).await;
+    let mut clients = Vec::with_capacity(viewers);
+    for _ in 0..viewers {
+        clients.push(Viewer::connect(server, &terminal).await);
+    }
+    owner.type_keys("echo ready-$((1+1))\n").await;
+    owner.until(b"ready-2").await;
+    for c in &mut clients {
+        c.until(b"ready-2").await;
+    }
+    let cpu_before = server.cpu();
+    let began = Instant::now();
+    let marker = format!("FANOUT{viewers}");
+    owner.type_keys(&flood_command(bytes, &marker)).await;
+    let expected = format!("{marker}-42").into_bytes();
+    let mut tasks = Vec::new();
+    for mut c in clients {
+        let expected = expected.clone();
+        tasks.push(tokio::spawn(async move {
+            let start = c.received;
+            let ok = c.until(&expected).await;
+            (ok, c.received - start, began.elapsed(), c.resets, c.missed)
+        }));
+    }
+    let owner_done = owner.until(&expected).await;
+    let mut rates = Vec::new();
+    let (mut complete, mut all_bytes, mut resets) = (owner_done, true, 0u64);
+    for task in tasks {
+        let (ok, got, time, r, missed) = task.await.unwrap();
+        complete &= ok;
+        all_bytes &= missed == 0;
+        resets += r;
+        rates.push(mb_per_s(got, time));
+    }
+    let wall = began.elapsed();
+    let cpu = server.cpu().saturating_sub(cpu_before);
+    rates.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    let median = rates.get(rates.len() / 2).copied().unwrap_or(0.0);
+    let min = rates.first().copied().unwrap_or(0.0);
+    println!(
+        "fan-out {viewers:>3} viewers: median {median:.1} MB/s per viewer (slowest {min:.1}), {} , server CPU {:.0}% of one core over {wall:.2?}{}",
+        if all_bytes { "every viewer got every byte".to_string() } else { format!("{resets} resets (bytes skipped)") },
+        100.0 * cpu.as_secs_f64() / wall.as_secs_f64(),
+        if complete { "" } else { ", SOME DID NOT FINISH" }
+    );
+}
+
+fn main() {
+    if !nix::unistd::Uid::effective().is_root() {
+        println!("terminal benchmark: needs root (the native engine); skipped");
+        return;
+    }
+    let mb: u64 = std::env::var("PORTHOLE_BENCH_MB").ok().and_then(|v| v.parse().ok()).unwrap_or(100);
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("a tokio runtime");
+    runtime.block_on(async {
+        let server = start_server();
+        println!("server: porthole serve (pid {}) at {}", server.child.id(), server.base);
+        let container = server.container().await;
+        throughput(&server, &container, mb * 1_000_000).await;
+        let (_, p99) = echo_latency(&server, &container, "idle").await;
+        println!("  (p99 target <= 2 ms: {})", if p99 <= Duration::from_millis(2) { "met" } else { "missed" });
+        flooded_echo_latency(&server, &container).await;
+        for viewers in [1, 10, 50, 100] {
+            fan_out(&server, &container, viewers, mb * 200_000).await;
+        }
+        let _ = server
+            .http
+            .delete(format!("http://{}/api/containers/{container}?force=true", server.base))
+            .bearer_auth(&server.token)
+            .send()
+            .await;
+    });
+}
