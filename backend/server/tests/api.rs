@@ -123,6 +123,38 @@ async fn containers_run_through_the_api_and_errors_are_classified() {
     let (_, running) = call(&h, "GET", "/api/containers", t, None).await;
     assert!(running.as_array().unwrap().iter().all(|c| c["id"] != id));
 
+    // Filters, as `docker ps --filter`.
+    let (status, labelled) = call(
+        &h,
+        "POST",
+        "/api/containers",
+        t,
+        Some(json!({"image": "busybox", "name": "filter-me", "labels": {"team": "blue", "tier": "web"}})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{labelled}");
+    let ids = |list: Value| -> Vec<String> {
+        list.as_array().unwrap().iter().map(|c| c["id"].as_str().unwrap().to_string()).collect()
+    };
+    let lid = labelled["id"].as_str().unwrap().to_string();
+    for (query, expected) in [
+        ("status=exited", vec![id.clone()]),
+        ("status=created", vec![lid.clone()]),
+        ("all=true&name=filter", vec![lid.clone()]),
+        ("all=true&label=team=blue,tier", vec![lid.clone()]),
+        ("all=true&label=team=red", vec![]),
+        ("all=true&image=busybox&label=tier", vec![lid.clone()]),
+    ] {
+        let (status, list) = call(&h, "GET", &format!("/api/containers?{query}"), t, None).await;
+        assert_eq!(status, StatusCode::OK, "{query}");
+        assert_eq!(ids(list), expected, "{query}");
+    }
+    let (status, body) = call(&h, "GET", "/api/containers?status=sleeping", t, None).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(body["error"]["message"].as_str().unwrap().contains("sleeping"));
+    let (status, _) = call(&h, "DELETE", &format!("/api/containers/{lid}"), t, None).await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+
     let cases = [
         ("POST", "/api/containers".to_string(), Some(json!({"image": "nope:1"})), StatusCode::NOT_FOUND, "not_found"),
         (

@@ -143,14 +143,71 @@ async fn info(State(state): State<AppState>) -> ApiResult<Response> {
     Ok(Json(state.engine.info().await?).into_response())
 }
 
+/// `docker ps` filters. Several given: all must match.
 #[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct ListQuery {
     #[serde(default)]
     all: bool,
+    /// Status: created, running, restarting, exited, removing, dead (implies `all`).
+    status: Option<String>,
+    /// Part of the name.
+    name: Option<String>,
+    /// `key` or `key=value`; comma-separated for several.
+    label: Option<String>,
+    /// The image reference the container was created from.
+    image: Option<String>,
 }
 
+/// Whether a container's image is the one asked for: the reference as created (`busybox`
+/// matches `busybox:latest`) or an image id (prefix).
+fn same_image(reference: &str, image_id: &str, wanted: &str) -> bool {
+    let id = image_id.trim_start_matches("sha256:");
+    let wanted_id = wanted.trim_start_matches("sha256:");
+    reference == wanted
+        || (!wanted.rsplit('/').next().unwrap_or(wanted).contains(':') && reference == format!("{wanted}:latest"))
+        || (wanted_id.len() >= 12 && id.starts_with(wanted_id))
+}
+
+const STATUSES: [&str; 6] = ["created", "running", "restarting", "exited", "removing", "dead"];
+
 async fn list_containers(State(state): State<AppState>, Query(q): Query<ListQuery>) -> ApiResult<Response> {
-    Ok(Json(state.engine.list_containers(q.all).await?).into_response())
+    if let Some(status) = &q.status {
+        if !STATUSES.contains(&status.as_str()) {
+            return Err(ApiError::bad_request(format!(
+                "status must be one of {}, not '{status}'",
+                STATUSES.join(", ")
+            )));
+        }
+    }
+    let labels: Vec<(&str, Option<&str>)> = q
+        .label
+        .as_deref()
+        .map(|l| {
+            l.split(',').filter(|p| !p.is_empty()).map(|p| match p.split_once('=') {
+                Some((k, v)) => (k, Some(v)),
+                None => (p, None),
+            })
+        })
+        .into_iter()
+        .flatten()
+        .collect();
+    let all = q.all || q.status.is_some();
+    let containers = state.engine.list_containers(all).await?;
+    let matching: Vec<_> = containers
+        .into_iter()
+        .filter(|c| q.status.as_deref().is_none_or(|s| c.state.status.as_str() == s))
+        .filter(|c| q.name.as_deref().is_none_or(|n| c.name.contains(n)))
+        .filter(|c| q.image.as_deref().is_none_or(|i| same_image(&c.image, &c.image_id, i)))
+        .filter(|c| {
+            labels.iter().all(|(k, v)| match (c.labels.get(*k), v) {
+                (Some(actual), Some(wanted)) => actual == wanted,
+                (Some(_), None) => true,
+                (None, _) => false,
+            })
+        })
+        .collect();
+    Ok(Json(matching).into_response())
 }
 
 #[derive(Debug, Deserialize)]
