@@ -160,7 +160,10 @@ pub(super) fn create_body(config: &ContainerConfig) -> Result<ContainerCreateBod
     Ok(ContainerCreateBody {
         image: Some(config.image.clone()),
         cmd: config.cmd.clone(),
-        entrypoint: config.entrypoint.clone(),
+        // An empty entrypoint clears the image's and, as with the native engine and
+        // `docker run --entrypoint ""`, its CMD too: Docker reads that from `[""]`, while `[]`
+        // would bring the image's CMD back.
+        entrypoint: config.entrypoint.as_ref().map(|e| if e.is_empty() { vec![String::new()] } else { e.clone() }),
         env: (!config.env.is_empty()).then(|| config.env.clone()),
         working_dir: config.working_dir.clone(),
         user: config.user.clone(),
@@ -435,7 +438,7 @@ mod tests {
         assert_eq!(host.security_opt.as_deref(), Some(&["no-new-privileges".to_string()][..]));
         assert_eq!(host.mounts.as_ref().unwrap().len(), 3);
         assert_eq!(body.stdin_once, Some(true));
-        assert_eq!(body.entrypoint, Some(vec![]));
+        assert_eq!(body.entrypoint, Some(vec![String::new()]));
         // The recorded config comes back exactly.
         let recorded = &body.labels.as_ref().unwrap()[CONFIG_LABEL];
         assert_eq!(serde_json::from_str::<ContainerConfig>(recorded).unwrap(), config);
