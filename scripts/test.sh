@@ -13,7 +13,75 @@ fi
 scripts/install-deps.sh
 
 log=$(mktemp)
-trap 'rm -f "$log"' EXIT
+
+# The Docker backend's conformance tests need a Docker daemon. Start one of our own, apart from
+# any daemon the host runs (own socket, data root, exec root and pid file; no bridge and no
+# iptables rules, since the tests only use network modes none and host), and stop it on exit.
+docker_dir=/run/porthole-test
+docker_sock="$docker_dir/docker.sock"
+docker_pid=""
+stop_test_dockerd() {
+  if [ -n "$docker_pid" ] && kill -0 "$docker_pid" 2>/dev/null; then
+    echo "==> stopping the test Docker daemon ($docker_pid)"
+    kill -TERM "$docker_pid" 2>/dev/null || true
+    for _ in $(seq 1 40); do
+      kill -0 "$docker_pid" 2>/dev/null || break
+      sleep 0.5
+    done
+    kill -KILL "$docker_pid" 2>/dev/null || true
+  fi
+}
+cleanup() {
+  stop_test_dockerd
+  rm -f "$log"
+}
+trap cleanup EXIT
+
+docker_ping() {
+  curl --silent --fail --max-time 2 --unix-socket "$docker_sock" http://docker/_ping >/dev/null 2>&1
+}
+
+if [ -n "${PORTHOLE_TEST_DOCKER_HOST:-}" ]; then
+  echo "==> Docker backend tests use the daemon at $PORTHOLE_TEST_DOCKER_HOST"
+elif docker_ping; then
+  # A test daemon left by an interrupted run: use it, and leave it as it was found.
+  echo "==> Docker backend tests use the running test daemon at $docker_sock"
+  export PORTHOLE_TEST_DOCKER_HOST="unix://$docker_sock"
+else
+  echo "==> starting a test Docker daemon on $docker_sock"
+  mkdir -p "$docker_dir"
+  rm -f "$docker_sock"
+  storage=()
+  if [ -n "${PORTHOLE_TEST_DOCKER_STORAGE_DRIVER:-}" ]; then
+    storage=(--storage-driver "$PORTHOLE_TEST_DOCKER_STORAGE_DRIVER")
+  fi
+  # Without --storage-driver dockerd takes overlay2 where the data root supports it and falls
+  # back (to vfs at worst) where it does not, e.g. on an overlayfs root.
+  dockerd --host "unix://$docker_sock" \
+    --data-root /var/lib/porthole-test-docker \
+    --exec-root "$docker_dir/exec" \
+    --pidfile "$docker_dir/docker.pid" \
+    --bridge=none --iptables=false --ip6tables=false \
+    "${storage[@]}" >"$docker_dir/dockerd.log" 2>&1 &
+  docker_pid=$!
+  for _ in $(seq 1 120); do
+    docker_ping && break
+    if ! kill -0 "$docker_pid" 2>/dev/null; then
+      echo "the test Docker daemon exited; its log ends with:" >&2
+      tail -n 20 "$docker_dir/dockerd.log" >&2
+      exit 1
+    fi
+    sleep 0.5
+  done
+  if ! docker_ping; then
+    echo "the test Docker daemon did not answer within 60 s; its log ends with:" >&2
+    tail -n 20 "$docker_dir/dockerd.log" >&2
+    exit 1
+  fi
+  export PORTHOLE_TEST_DOCKER_HOST="unix://$docker_sock"
+fi
+# Here a missing daemon is a failure, not a skip.
+export PORTHOLE_REQUIRE_DOCKER=1
 
 echo "==> frontend: build, type check, unit tests"
 (cd web && npm run --silent build && npm run --silent check && npm test) 2>&1 | tee -a "$log"
