@@ -8,6 +8,8 @@ use std::path::{Path, PathBuf};
 use clap::{Args, Parser, Subcommand};
 use serde::Deserialize;
 
+use crate::engines::EngineSpec;
+
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 pub const DEFAULT_DATA_DIR: &str = "/var/lib/porthole";
 pub const DEFAULT_CONFIG: &str = "/etc/porthole/porthole.toml";
@@ -79,6 +81,12 @@ pub struct ServeArgs {
     #[arg(long, env = "PORTHOLE_ALLOW_ORIGIN", value_delimiter = ',')]
     pub allow_origin: Option<Vec<String>>,
 
+    /// An engine to drive, as `name=native` (the embedded engine) or `name=<Docker address>`
+    /// (`unix:///var/run/docker.sock`, `tcp://host:2375`). Repeat for several; the first is the
+    /// default for new containers. [default: native=native]
+    #[arg(long = "engine", env = "PORTHOLE_ENGINES", value_delimiter = ',')]
+    pub engines: Option<Vec<EngineSpec>>,
+
     /// The executable to run as each container's shim (`<exe> shim ...`); defaults to this
     /// `porthole` binary itself.
     #[arg(long, env = "PORTHOLE_SHIM", hide = true)]
@@ -94,6 +102,8 @@ struct FileConfig {
     static_dir: Option<PathBuf>,
     allow_origin: Option<Vec<String>>,
     log: Option<String>,
+    /// As `--engine`: `["local=native", "docker=unix:///var/run/docker.sock"]`.
+    engines: Option<Vec<String>>,
 }
 
 /// The settings `serve` runs with, every source applied.
@@ -105,6 +115,7 @@ pub struct ServeOptions {
     pub allow_origin: Vec<String>,
     pub shim: Option<PathBuf>,
     pub log: String,
+    pub engines: Vec<EngineSpec>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -125,6 +136,10 @@ fn read_file(path: &Path, required: bool) -> Result<FileConfig, ConfigError> {
 }
 
 impl ServeArgs {
+    fn config_path(&self) -> PathBuf {
+        self.config.clone().unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG))
+    }
+
     /// Applies the configuration file under these arguments and the defaults beneath both.
     /// `log` is the global `--log`/`PORTHOLE_LOG`, if given.
     pub fn resolve(self, log: Option<String>) -> Result<ServeOptions, ConfigError> {
@@ -132,7 +147,19 @@ impl ServeArgs {
             Some(path) => read_file(path, true)?,
             None => read_file(Path::new(DEFAULT_CONFIG), false)?,
         };
+        let file_engines = match file.engines {
+            Some(list) => Some(
+                list.iter()
+                    .map(|e| e.parse::<EngineSpec>())
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(|message| ConfigError::Invalid { path: self.config_path(), message })?,
+            ),
+            None => None,
+        };
+        let engines =
+            self.engines.clone().or(file_engines).unwrap_or_else(|| vec!["native=native".parse().expect("valid")]);
         Ok(ServeOptions {
+            engines,
             listen: self.listen.or(file.listen).unwrap_or_else(|| DEFAULT_LISTEN.parse().expect("a valid default")),
             data_dir: self.data_dir.or(file.data_dir).unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)),
             static_dir: self.static_dir.or(file.static_dir),
@@ -161,6 +188,14 @@ mod tests {
         assert_eq!(from_file.data_dir, PathBuf::from("/srv/porthole"));
         assert_eq!(from_file.log, "debug");
         assert_eq!(from_file.allow_origin, Vec::<String>::new());
+        assert_eq!(from_file.engines, vec!["native=native".parse::<EngineSpec>().unwrap()], "the default engine");
+        std::fs::write(&path, "engines = [\"ci=unix:///run/d.sock\", \"here=native\"]\n").unwrap();
+        let engines = ServeArgs { config: Some(path.clone()), ..Default::default() }.resolve(None).unwrap().engines;
+        assert_eq!(engines.iter().map(|e| e.name.as_str()).collect::<Vec<_>>(), ["ci", "here"]);
+        std::fs::write(&path, "engines = [\"nonsense\"]\n").unwrap();
+        let err = ServeArgs { config: Some(path.clone()), ..Default::default() }.resolve(None).unwrap_err();
+        assert!(err.to_string().contains("nonsense"), "{err}");
+        std::fs::write(&path, "listen = \"127.0.0.1:9000\"\ndata_dir = \"/srv/porthole\"\nlog = \"debug\"\n").unwrap();
 
         let args = ServeArgs {
             config: Some(path.clone()),

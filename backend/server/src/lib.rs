@@ -7,6 +7,7 @@ pub mod assets;
 pub mod auth;
 pub mod cli;
 pub mod db;
+pub mod engines;
 pub mod pages;
 pub mod security;
 pub mod telemetry;
@@ -26,6 +27,7 @@ use tower_http::compression::CompressionLayer;
 use tower_http::trace::TraceLayer;
 
 use crate::cli::ServeOptions;
+use crate::engines::EngineSet;
 use crate::security::Origins;
 use crate::terminals::TerminalRegistry;
 
@@ -35,7 +37,8 @@ pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 #[derive(Clone)]
 pub struct AppState {
     pub static_dir: Option<Arc<PathBuf>>,
-    pub engine: Arc<dyn Engine>,
+    /// The engines this server drives, by name; the first is the default.
+    pub engines: Arc<EngineSet>,
     pub db: sqlx::SqlitePool,
     pub terminals: Arc<TerminalRegistry>,
     /// Foreign origins allowed to use the API (CORS) and open WebSockets.
@@ -43,10 +46,15 @@ pub struct AppState {
 }
 
 impl AppState {
+    /// A server with one engine, named `native`.
     pub fn new(engine: Arc<dyn Engine>, db: sqlx::SqlitePool) -> Self {
+        Self::with_engines(EngineSet::with_engines(vec![("native".to_string(), engine)]), db)
+    }
+
+    pub fn with_engines(engines: Arc<EngineSet>, db: sqlx::SqlitePool) -> Self {
         AppState {
             static_dir: None,
-            engine,
+            engines,
             terminals: TerminalRegistry::new(db.clone()),
             db,
             origins: Arc::new(Origins::default()),
@@ -63,7 +71,15 @@ struct Health {
 
 /// `GET /healthz`: whether the server and its engine answer. Says nothing else about the host.
 async fn health(State(state): State<AppState>) -> (StatusCode, Json<Health>) {
-    match state.engine.info().await {
+    let engine = match state.engines.get(None) {
+        Ok((_, engine)) => engine,
+        Err(err) => {
+            tracing::warn!("health check: {}", err.detail());
+            let body = Health { status: "engine_unavailable", version: VERSION, engine: "unavailable".into() };
+            return (StatusCode::SERVICE_UNAVAILABLE, Json(body));
+        }
+    };
+    match engine.info().await {
         Ok(info) => (StatusCode::OK, Json(Health { status: "ok", version: VERSION, engine: info.backend })),
         Err(err) => {
             tracing::warn!("health check: engine unavailable: {}", err.detail());
@@ -142,20 +158,27 @@ pub async fn serve(options: ServeOptions) -> Result<(), ServeError> {
         Some(path) => path.clone(),
         None => std::env::current_exe().map_err(ServeError::Server)?,
     };
-    let engine = NativeEngine::open(NativeConfig { root: options.data_dir.clone(), shim_exe, starter_image: true })
-        .await
-        .map_err(|e| {
-            tracing::error!("engine: {}", e.detail());
-            ServeError::Engine(e.message().to_string())
-        })?;
+    let data_dir = options.data_dir.clone();
+    let engines = EngineSet::open(&options.engines, || async move {
+        let engine = NativeEngine::open(NativeConfig { root: data_dir, shim_exe, starter_image: true }).await?;
+        Ok(Arc::new(engine) as Arc<dyn Engine>)
+    })
+    .await
+    .map_err(|e| {
+        tracing::error!("engine: {}", e.detail());
+        ServeError::Engine(e.message().to_string())
+    })?;
+    for status in engines.statuses() {
+        let state = if status.available { "available" } else { "unavailable (retrying)" };
+        tracing::info!("engine '{}': {} at {}, {state}", status.name, status.backend, status.address);
+    }
     let db = db::open(&options.data_dir).await?;
     let first_token = auth::bootstrap(&db).await.map_err(ServeError::Token)?;
     let origins = Origins::new(&options.allow_origin).map_err(ServeError::Config)?;
-    let engine: Arc<dyn Engine> = Arc::new(engine);
-    let mut state = AppState::new(engine.clone(), db);
+    let mut state = AppState::with_engines(engines.clone(), db);
     state.static_dir = options.static_dir.clone().map(Arc::new);
     state.origins = Arc::new(origins);
-    match state.terminals.restore(engine).await {
+    match state.terminals.restore(&engines).await {
         Ok(0) => {}
         Ok(n) => tracing::info!("{n} terminal(s) of the previous run restored"),
         Err(err) => tracing::warn!("cannot restore terminals: {err}"),

@@ -447,7 +447,7 @@ async fn terminals_are_found_again_after_a_server_restart() {
     let engine = open_engine().await;
     let pool = db::open(root.path()).await.unwrap();
     let state = AppState::new(engine.clone(), pool);
-    assert_eq!(state.terminals.restore(engine.clone()).await.unwrap(), 1);
+    assert_eq!(state.terminals.restore(&state.engines).await.unwrap(), 1);
     let (addr, _task) = serve(state).await;
     let s2 = Server { addr, engine, ..s };
     let mut again = Client::connect(&s2, &terminal, Auth::Token(&token), "").await;

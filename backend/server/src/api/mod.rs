@@ -15,6 +15,10 @@ use porthole_engine::{EngineError, ErrorKind};
 use serde::Deserialize;
 use serde_json::json;
 
+use std::sync::Arc;
+
+use porthole_engine::Engine;
+
 use crate::AppState;
 
 mod streams;
@@ -114,6 +118,7 @@ pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/api/openapi.json", get(openapi))
         .route("/api/info", get(info))
+        .route("/api/engines", get(engines))
         .route("/api/whoami", get(crate::auth::whoami))
         .route("/api/containers", get(list_containers).post(create_container))
         .route("/api/containers/{id}", get(inspect_container).delete(remove_container))
@@ -139,8 +144,28 @@ async fn openapi() -> Response {
     ([(axum::http::header::CONTENT_TYPE, "application/json")], OPENAPI).into_response()
 }
 
-async fn info(State(state): State<AppState>) -> ApiResult<Response> {
-    Ok(Json(state.engine.info().await?).into_response())
+/// Which engine a request means (`?engine=name`; the default engine when absent).
+#[derive(Debug, Deserialize)]
+pub struct EngineQuery {
+    pub engine: Option<String>,
+}
+
+/// The engine a container lives on.
+pub(crate) async fn on(state: &AppState, container: &str) -> ApiResult<Arc<dyn Engine>> {
+    Ok(state.engines.locate(container).await?.1)
+}
+
+fn engine_named(state: &AppState, q: &EngineQuery) -> ApiResult<Arc<dyn Engine>> {
+    Ok(state.engines.get(q.engine.as_deref())?.1)
+}
+
+async fn info(State(state): State<AppState>, Query(q): Query<EngineQuery>) -> ApiResult<Response> {
+    Ok(Json(engine_named(&state, &q)?.info().await?).into_response())
+}
+
+/// `GET /api/engines`: every configured engine and whether it is available.
+async fn engines(State(state): State<AppState>) -> Json<Vec<crate::engines::EngineStatus>> {
+    Json(state.engines.statuses())
 }
 
 /// `docker ps` filters. Several given: all must match.
@@ -157,6 +182,8 @@ struct ListQuery {
     label: Option<String>,
     /// The image reference the container was created from.
     image: Option<String>,
+    /// Only this engine's containers.
+    engine: Option<String>,
 }
 
 /// Whether a container's image is the one asked for: the reference as created (`busybox`
@@ -193,18 +220,25 @@ async fn list_containers(State(state): State<AppState>, Query(q): Query<ListQuer
         .flatten()
         .collect();
     let all = q.all || q.status.is_some();
-    let containers = state.engine.list_containers(all).await?;
-    let matching: Vec<_> = containers
+    let containers = state.engines.list_containers(all).await;
+    let matching: Vec<serde_json::Value> = containers
         .into_iter()
-        .filter(|c| q.status.as_deref().is_none_or(|s| c.state.status.as_str() == s))
-        .filter(|c| q.name.as_deref().is_none_or(|n| c.name.contains(n)))
-        .filter(|c| q.image.as_deref().is_none_or(|i| same_image(&c.image, &c.image_id, i)))
-        .filter(|c| {
+        .filter(|(engine, _, _)| q.engine.as_deref().is_none_or(|e| e == engine))
+        .filter(|(_, _, c)| q.status.as_deref().is_none_or(|s| c.state.status.as_str() == s))
+        .filter(|(_, _, c)| q.name.as_deref().is_none_or(|n| c.name.contains(n)))
+        .filter(|(_, _, c)| q.image.as_deref().is_none_or(|i| same_image(&c.image, &c.image_id, i)))
+        .filter(|(_, _, c)| {
             labels.iter().all(|(k, v)| match (c.labels.get(*k), v) {
                 (Some(actual), Some(wanted)) => actual == wanted,
                 (Some(_), None) => true,
                 (None, _) => false,
             })
+        })
+        .map(|(engine, available, c)| {
+            let mut value = serde_json::to_value(c).unwrap_or_default();
+            value["engine"] = json!(engine);
+            value["engine_available"] = json!(available);
+            value
         })
         .collect();
     Ok(Json(matching).into_response())
@@ -215,6 +249,8 @@ struct CreateQuery {
     /// Start the container right away (`docker run -d`).
     #[serde(default)]
     start: bool,
+    /// The engine to create it on (default: the first configured).
+    engine: Option<String>,
 }
 
 async fn create_container(
@@ -223,24 +259,25 @@ async fn create_container(
     body: Result<Json<ContainerConfig>, JsonRejection>,
 ) -> ApiResult<Response> {
     let Json(config) = body?;
-    let id = state.engine.create_container(config).await?;
+    let (engine_name, engine) = state.engines.get(q.engine.as_deref())?;
+    let id = engine.create_container(config).await?;
     if q.start {
-        if let Err(err) = state.engine.start_container(&id).await {
+        if let Err(err) = engine.start_container(&id).await {
             // `docker run` semantics: the container exists, the start failed; say both.
             let mut api = ApiError::from(err);
             api.message = format!("container {id} was created but did not start: {}", api.message);
             return Err(api);
         }
     }
-    Ok((StatusCode::CREATED, Json(json!({ "id": id }))).into_response())
+    Ok((StatusCode::CREATED, Json(json!({ "id": id, "engine": engine_name }))).into_response())
 }
 
 async fn inspect_container(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<Response> {
-    Ok(Json(state.engine.inspect_container(&id).await?).into_response())
+    Ok(Json(on(&state, &id).await?.inspect_container(&id).await?).into_response())
 }
 
 async fn start_container(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<StatusCode> {
-    state.engine.start_container(&id).await?;
+    on(&state, &id).await?.start_container(&id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -263,7 +300,7 @@ async fn stop_container(
     Path(id): Path<String>,
     Query(q): Query<StopQuery>,
 ) -> ApiResult<StatusCode> {
-    state.engine.stop_container(&id, grace(&q)?).await?;
+    on(&state, &id).await?.stop_container(&id, grace(&q)?).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -272,7 +309,7 @@ async fn restart_container(
     Path(id): Path<String>,
     Query(q): Query<StopQuery>,
 ) -> ApiResult<StatusCode> {
-    state.engine.restart_container(&id, grace(&q)?).await?;
+    on(&state, &id).await?.restart_container(&id, grace(&q)?).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -286,12 +323,12 @@ async fn kill_container(
     Path(id): Path<String>,
     Query(q): Query<KillQuery>,
 ) -> ApiResult<StatusCode> {
-    state.engine.kill_container(&id, q.signal.as_deref().unwrap_or("SIGKILL")).await?;
+    on(&state, &id).await?.kill_container(&id, q.signal.as_deref().unwrap_or("SIGKILL")).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
 async fn wait_container(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<Response> {
-    let code = state.engine.wait_container(&id).await?;
+    let code = on(&state, &id).await?.wait_container(&id).await?;
     Ok(Json(json!({ "exit_code": code })).into_response())
 }
 
@@ -308,26 +345,31 @@ async fn remove_container(
     Path(id): Path<String>,
     Query(q): Query<RemoveQuery>,
 ) -> ApiResult<StatusCode> {
-    state.engine.remove_container(&id, RemoveOptions { force: q.force, volumes: q.v }).await?;
+    on(&state, &id).await?.remove_container(&id, RemoveOptions { force: q.force, volumes: q.v }).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
 async fn container_stats(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<Response> {
-    Ok(Json(state.engine.stats(&id).await?).into_response())
+    Ok(Json(on(&state, &id).await?.stats(&id).await?).into_response())
 }
 
-async fn list_images(State(state): State<AppState>) -> ApiResult<Response> {
-    Ok(Json(state.engine.list_images().await?).into_response())
+async fn list_images(State(state): State<AppState>, Query(q): Query<EngineQuery>) -> ApiResult<Response> {
+    Ok(Json(engine_named(&state, &q)?.list_images().await?).into_response())
 }
 
-async fn inspect_image(State(state): State<AppState>, Path(reference): Path<String>) -> ApiResult<Response> {
-    Ok(Json(state.engine.inspect_image(&reference).await?).into_response())
+async fn inspect_image(
+    State(state): State<AppState>,
+    Path(reference): Path<String>,
+    Query(q): Query<EngineQuery>,
+) -> ApiResult<Response> {
+    Ok(Json(engine_named(&state, &q)?.inspect_image(&reference).await?).into_response())
 }
 
 #[derive(Debug, Deserialize)]
 struct RemoveImageQuery {
     #[serde(default)]
     force: bool,
+    engine: Option<String>,
 }
 
 async fn remove_image(
@@ -335,7 +377,8 @@ async fn remove_image(
     Path(reference): Path<String>,
     Query(q): Query<RemoveImageQuery>,
 ) -> ApiResult<StatusCode> {
-    state.engine.remove_image(&reference, q.force).await?;
+    let (_, engine) = state.engines.get(q.engine.as_deref())?;
+    engine.remove_image(&reference, q.force).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

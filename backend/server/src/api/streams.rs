@@ -24,6 +24,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::{ApiError, ApiResult};
+use crate::engines::SetEvent;
 use crate::AppState;
 
 /// Output a one-shot exec may return; more is cut (and says so).
@@ -116,7 +117,7 @@ fn multiplexed(record: &LogRecord, timestamps: bool) -> Bytes {
 /// `GET /api/containers/{id}/logs`: Docker's multiplexed stream, streamed as it is read.
 async fn logs(State(state): State<AppState>, Path(id): Path<String>, Query(q): Query<LogQuery>) -> ApiResult<Response> {
     let options = q.options()?;
-    let records = state.engine.logs(&id, options).await?;
+    let records = super::on(&state, &id).await?.logs(&id, options).await?;
     let timestamps = q.timestamps;
     let body = records.map(move |record| match record {
         Ok(record) => Ok::<_, std::io::Error>(multiplexed(&record, timestamps)),
@@ -143,7 +144,7 @@ async fn logs_ws(
     }
     let options = q.options()?;
     // Open the logs before upgrading so a bad container id is a plain HTTP error.
-    let records = state.engine.logs(&id, options).await?;
+    let records = super::on(&state, &id).await?.logs(&id, options).await?;
     let upgrade = upgrade.map_err(|e| ApiError::bad_request(format!("not a WebSocket upgrade: {e}")))?;
     Ok(upgrade.on_upgrade(move |socket| send_logs(socket, records)))
 }
@@ -184,11 +185,23 @@ async fn send_logs(
     }
 }
 
-/// `GET /api/events`: the engine's events as server-sent events (`event: container`, JSON data).
+/// `GET /api/events`: every engine's events as server-sent events: `event: container` (the
+/// event with its `engine`), `event: engine` (an engine became unavailable or available again).
+/// A reader that falls behind loses the oldest events, and is told with `event: lagged`.
 async fn events(State(state): State<AppState>) -> Sse<impl futures::Stream<Item = Result<SseEvent, Infallible>>> {
-    let stream = state.engine.events().map(|event| {
-        let data = serde_json::to_string(&event).unwrap_or_else(|_| "{}".into());
-        Ok(SseEvent::default().event("container").data(data))
+    let stream = tokio_stream::wrappers::BroadcastStream::new(state.engines.subscribe()).map(|item| {
+        let event = match item {
+            Ok(SetEvent::Container(event)) => {
+                SseEvent::default().event("container").data(serde_json::to_string(&event).unwrap_or_default())
+            }
+            Ok(SetEvent::Engine(status)) => {
+                SseEvent::default().event("engine").data(serde_json::to_string(&status).unwrap_or_default())
+            }
+            Err(tokio_stream::wrappers::errors::BroadcastStreamRecvError::Lagged(n)) => {
+                SseEvent::default().event("lagged").data(format!("{{\"missed\":{n}}}"))
+            }
+        };
+        Ok(event)
     });
     Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
 }
@@ -231,8 +244,9 @@ async fn exec(
         tty: false,
         size: None,
     };
-    let exec_id = state.engine.create_exec(&id, config).await?;
-    let mut io = state.engine.start_exec(&exec_id).await?;
+    let engine = super::on(&state, &id).await?;
+    let exec_id = engine.create_exec(&id, config).await?;
+    let mut io = engine.start_exec(&exec_id).await?;
     if let Some(mut input) = io.input.take() {
         // The command gets an empty stdin, as `docker exec` without `-i`.
         let _ = tokio::io::AsyncWriteExt::shutdown(&mut input).await;
@@ -262,7 +276,7 @@ async fn exec(
     }
     let mut exit_code = None;
     for _ in 0..100 {
-        let details = state.engine.inspect_exec(&exec_id).await?;
+        let details = engine.inspect_exec(&exec_id).await?;
         if !details.running {
             exit_code = details.exit_code;
             break;

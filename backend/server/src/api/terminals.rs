@@ -59,7 +59,8 @@ async fn create_terminal(
 ) -> ApiResult<Response> {
     let Json(request) = body?;
     let creator = Creator { token_id: principal.token_id, name: principal.name.clone() };
-    let terminal = state.terminals.create(state.engine.clone(), &container, request, creator).await?;
+    let (engine_name, engine) = state.engines.locate(&container).await.map_err(ApiError::from)?;
+    let terminal = state.terminals.create(engine, &engine_name, &container, request, creator).await?;
     let mut info = serde_json::to_value(terminal.info()).map_err(|_| ApiError::internal())?;
     info["ws"] = json!(ws_path(&terminal.id));
     Ok((StatusCode::CREATED, Json(info)).into_response())

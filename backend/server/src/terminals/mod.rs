@@ -82,6 +82,7 @@ pub enum TerminalKind {
 #[derive(Debug, Clone, Serialize)]
 pub struct TerminalInfo {
     pub id: String,
+    pub engine: String,
     pub container_id: String,
     #[serde(flatten)]
     pub kind: TerminalKind,
@@ -178,6 +179,8 @@ impl Shared {
 /// One shared terminal.
 pub struct Terminal {
     pub id: String,
+    /// The name of the engine the container lives on.
+    pub engine_name: String,
     pub container_id: String,
     pub kind: TerminalKind,
     pub created_at: DateTime<Utc>,
@@ -201,6 +204,7 @@ impl Terminal {
         let shared = lock(&self.shared);
         TerminalInfo {
             id: self.id.clone(),
+            engine: self.engine_name.clone(),
             container_id: self.container_id.clone(),
             kind: self.kind.clone(),
             owner: shared.owner_name.clone(),
@@ -442,6 +446,7 @@ impl TerminalRegistry {
     pub async fn create(
         self: &Arc<Self>,
         engine: Arc<dyn Engine>,
+        engine_name: &str,
         container: &str,
         request: TerminalRequest,
         creator: Creator,
@@ -469,10 +474,11 @@ impl TerminalRegistry {
             TerminalKind::Exec { exec_id } => (Some(exec_id.clone()), "exec"),
         };
         let stored = sqlx::query(
-            "INSERT INTO terminals (id, container_id, kind, exec_id, owner_token_id, owner_name, created_at) \
-             VALUES (?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO terminals (id, engine, container_id, kind, exec_id, owner_token_id, owner_name, created_at) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(&id)
+        .bind(engine_name)
         .bind(&container_id)
         .bind(kind_name)
         .bind(&exec_id)
@@ -486,14 +492,15 @@ impl TerminalRegistry {
             return Err(err.into());
         }
         let owner = Identity::Token(creator.token_id);
-        Ok(self.start(engine, id, container_id, kind, io, owner, creator.name, created_at, size))
+        let names = (id, engine_name.to_string());
+        Ok(self.start(engine, names, container_id, kind, io, owner, creator.name, created_at, size))
     }
 
     #[allow(clippy::too_many_arguments)]
     fn start(
         self: &Arc<Self>,
         engine: Arc<dyn Engine>,
-        id: String,
+        (id, engine_name): (String, String),
         container_id: String,
         kind: TerminalKind,
         io: ProcessIo,
@@ -507,6 +514,7 @@ impl TerminalRegistry {
         let (notices, _) = broadcast::channel(CONTROL_QUEUE);
         let terminal = Arc::new(Terminal {
             id: id.clone(),
+            engine_name,
             container_id,
             kind,
             created_at,
@@ -535,15 +543,32 @@ impl TerminalRegistry {
     }
 
     /// Finds the terminals of an earlier run of the server whose processes still live.
-    pub async fn restore(self: &Arc<Self>, engine: Arc<dyn Engine>) -> Result<usize, sqlx::Error> {
+    pub async fn restore(self: &Arc<Self>, engines: &crate::engines::EngineSet) -> Result<usize, sqlx::Error> {
         let rows: Vec<StoredTerminal> = sqlx::query_as(
-            "SELECT id, container_id, kind, exec_id, owner_token_id, owner_name, created_at FROM terminals",
+            "SELECT id, engine, container_id, kind, exec_id, owner_token_id, owner_name, created_at FROM terminals",
         )
         .fetch_all(&self.db)
         .await?;
         let mut restored = 0;
         for row in rows {
-            let StoredTerminal { id, container_id, kind, exec_id, owner_token_id, owner_name, created_at } = row;
+            let StoredTerminal {
+                id,
+                engine: engine_name,
+                container_id,
+                kind,
+                exec_id,
+                owner_token_id,
+                owner_name,
+                created_at,
+            } = row;
+            let engine = match engines.get(Some(&engine_name)) {
+                Ok((_, engine)) => engine,
+                Err(err) => {
+                    // Kept: the engine may come back; its terminals are found at the next start.
+                    tracing::info!(terminal = %id, "not restored now: {}", err.message());
+                    continue;
+                }
+            };
             let attached = match (kind.as_str(), exec_id) {
                 ("exec", Some(exec_id)) => engine
                     .attach_exec(&exec_id, AttachOptions { history: true })
@@ -561,7 +586,8 @@ impl TerminalRegistry {
                         .map(|t| t.with_timezone(&Utc))
                         .unwrap_or_else(|_| Utc::now());
                     let owner = Identity::Token(owner_token_id);
-                    self.start(engine.clone(), id, container_id, kind, io, owner, owner_name, created_at, None);
+                    let names = (id, engine_name);
+                    self.start(engine.clone(), names, container_id, kind, io, owner, owner_name, created_at, None);
                     restored += 1;
                 }
                 Err(err) => {
@@ -593,6 +619,7 @@ impl TerminalRegistry {
 #[derive(sqlx::FromRow)]
 struct StoredTerminal {
     id: String,
+    engine: String,
     container_id: String,
     kind: String,
     exec_id: Option<String>,
