@@ -42,10 +42,15 @@ impl Drop for Server {
     }
 }
 
-fn start_server() -> Server {
+fn start_server(docker: Option<&str>) -> Server {
     let data = tempfile::Builder::new().prefix("phb").tempdir_in("/tmp").expect("a data directory");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_porthole"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--log", "warn,porthole=info", "--data-dir"])
+    let mut command = Command::new(env!("CARGO_BIN_EXE_porthole"));
+    command.args(["serve", "--listen", "127.0.0.1:0", "--log", "warn,porthole=info", "--engine", "native=native"]);
+    if let Some(address) = docker {
+        command.arg("--engine").arg(format!("docker={address}"));
+    }
+    let mut child = command
+        .arg("--data-dir")
         .arg(data.path())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -91,9 +96,9 @@ impl Server {
         value
     }
 
-    async fn container(&self) -> String {
-        let created =
-            self.post("/api/containers?start=true", json!({"image": "busybox", "cmd": ["sleep", "3600"]})).await;
+    async fn container(&self, engine: &str) -> String {
+        let path = format!("/api/containers?start=true&engine={engine}");
+        let created = self.post(&path, json!({"image": "busybox", "cmd": ["sleep", "3600"]})).await;
         created["id"].as_str().unwrap().to_string()
     }
 
@@ -228,7 +233,7 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
 }
 
-async fn throughput(server: &Server, container: &str, bytes: u64) {
+async fn throughput(server: &Server, container: &str, bytes: u64, engine: &str) {
     let raw = raw_pty_rate(bytes);
     let terminal = server.terminal(container, &["sh"]).await;
     let mut viewer = Viewer::connect(server, &terminal).await;
@@ -245,12 +250,14 @@ async fn throughput(server: &Server, container: &str, bytes: u64) {
         Some((raw_bytes, raw_time)) => {
             let raw_rate = mb_per_s(raw_bytes, raw_time);
             println!(
-                "throughput: WebSocket client {ws_rate:.1} MB/s ({got} bytes in {elapsed:.2?}{}), raw host PTY {raw_rate:.1} MB/s ({raw_bytes} bytes): {:.0}% of raw (target >= 90%)",
+                "throughput ({engine}): WebSocket client {ws_rate:.1} MB/s ({got} bytes in {elapsed:.2?}{}), raw host PTY {raw_rate:.1} MB/s ({raw_bytes} bytes): {:.0}% of raw (target >= 90%)",
                 if complete { "" } else { ", INCOMPLETE" },
                 100.0 * ws_rate / raw_rate
             );
         }
-        None => println!("throughput: WebSocket client {ws_rate:.1} MB/s; raw PTY rate not measured (no busybox)"),
+        None => println!(
+            "throughput ({engine}): WebSocket client {ws_rate:.1} MB/s; raw PTY rate not measured (no busybox)"
+        ),
     }
     if viewer.resets > 0 {
         println!("throughput: the client was reset {} times ({} bytes missed)", viewer.resets, viewer.missed);
@@ -363,22 +370,41 @@ fn main() {
     }
     let mb: u64 = std::env::var("PORTHOLE_BENCH_MB").ok().and_then(|v| v.parse().ok()).unwrap_or(100);
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("a tokio runtime");
+    let docker = std::env::var("PORTHOLE_BENCH_DOCKER_HOST").ok().filter(|h| !h.is_empty());
     runtime.block_on(async {
-        let server = start_server();
+        if let Some(address) = &docker {
+            match porthole_engine::docker::DockerEngine::connect(address).await {
+                Ok(engine) => {
+                    if let Err(e) = engine.ensure_busybox_image("busybox:latest").await {
+                        println!("docker: cannot load busybox: {}", e.message());
+                    }
+                }
+                Err(e) => println!("docker: {}", e.message()),
+            }
+        }
+        let server = start_server(docker.as_deref());
         println!("server: porthole serve (pid {}) at {}", server.child.id(), server.base);
-        let container = server.container().await;
-        throughput(&server, &container, mb * 1_000_000).await;
+        let container = server.container("native").await;
+        throughput(&server, &container, mb * 1_000_000, "native").await;
         let (_, p99) = echo_latency(&server, &container, "idle").await;
         println!("  (p99 target <= 2 ms: {})", if p99 <= Duration::from_millis(2) { "met" } else { "missed" });
         flooded_echo_latency(&server, &container).await;
         for viewers in [1, 10, 50, 100] {
             fan_out(&server, &container, viewers, mb * 200_000).await;
         }
-        let _ = server
-            .http
-            .delete(format!("http://{}/api/containers/{container}?force=true", server.base))
-            .bearer_auth(&server.token)
-            .send()
-            .await;
+        let remove = |id: String| {
+            let request = server.http.delete(format!("http://{}/api/containers/{id}?force=true", server.base));
+            request.bearer_auth(&server.token).send()
+        };
+        let _ = remove(container).await;
+        match &docker {
+            Some(_) => {
+                let container = server.container("docker").await;
+                throughput(&server, &container, mb * 1_000_000, "docker").await;
+                echo_latency(&server, &container, "idle, Docker backend").await;
+                let _ = remove(container).await;
+            }
+            None => println!("docker: set PORTHOLE_BENCH_DOCKER_HOST to measure through the Docker backend too"),
+        }
     });
 }
