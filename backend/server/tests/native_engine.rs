@@ -323,3 +323,38 @@ async fn a_failed_exec_leaves_the_container_working_and_stoppable() {
     engine.remove_container(&id, RemoveOptions::default()).await.unwrap();
     assert_eq!(traces_of(root.path(), &id), Vec::<String>::new());
 }
+
+/// A missing working directory is created in the container (as Docker does), and a symlink
+/// planted in the container's filesystem cannot aim that creation at the host (Docker would
+/// create the link's target inside the container; here the start is refused instead).
+#[tokio::test]
+async fn a_missing_working_dir_is_created_inside_the_container_only() {
+    let root = temp_root();
+    let engine = open(root.path()).await;
+    let mut config = sh("pwd");
+    config.working_dir = Some("/made/by/porthole".into());
+    let (id, code, out, err) = porthole_engine::conformance::run_to_end(&engine, config).await;
+    assert_eq!((code, out.as_str(), err.as_str()), (0, "/made/by/porthole\n", ""));
+    engine.remove_container(&id, RemoveOptions::default()).await.unwrap();
+
+    let host_target = tempfile::Builder::new().prefix("phesc").tempdir_in("/tmp").unwrap();
+    let host_path = host_target.path().display().to_string();
+    // First run (working dir "/"): plant /escape -> <host path>; the restart then needs
+    // /escape/inside as its working directory.
+    let mut config = sh(&format!("if [ \"$(pwd)\" = / ]; then ln -s {host_path} /escape; fi; pwd"));
+    config.working_dir = Some("/".into());
+    let id = engine.create_container(config).await.unwrap();
+    engine.start_container(&id).await.unwrap();
+    assert_eq!(engine.wait_container(&id).await.unwrap(), 0);
+    let record_path = root.path().join("containers").join(&id).join("container.json");
+    let mut record: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&record_path).unwrap()).unwrap();
+    record["process"]["cwd"] = serde_json::json!("/escape/inside");
+    std::fs::write(&record_path, record.to_string()).unwrap();
+    // The link dangles inside the container: the start is refused, clearly, and the host is
+    // untouched (never followed to the host's directory of the same name).
+    let err = engine.start_container(&id).await.expect_err("a dangling working directory link");
+    assert_eq!(err.kind(), porthole_engine::ErrorKind::InvalidArgument, "{err:?}");
+    assert!(err.message().contains("/escape/inside"), "{}", err.message());
+    assert!(!host_target.path().join("inside").exists(), "the working directory was created on the host");
+    engine.remove_container(&id, RemoveOptions::default()).await.unwrap();
+}

@@ -65,6 +65,33 @@ pub fn is_mounted(target: &Path) -> bool {
     info.lines().any(|line| line.split(' ').nth(4) == Some(target))
 }
 
+/// Creates the working directory `cwd` inside the mounted root filesystem when the image lacks
+/// it, as Docker does (it lands in the container's writable layer). Every step is resolved
+/// inside the root, so a symlink in the image cannot point the creation at the host.
+pub fn ensure_working_dir(rootfs: &Path, cwd: &str) -> std::io::Result<()> {
+    use std::os::fd::AsFd;
+    let root = std::fs::File::open(rootfs)?;
+    let mut prefix = String::new();
+    for component in cwd.split('/').filter(|c| !c.is_empty() && *c != ".") {
+        if component == ".." {
+            return Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, "the working directory contains '..'"));
+        }
+        let parent = super::sys::open_dir_in_root(root.as_fd(), if prefix.is_empty() { "/" } else { &prefix })?;
+        match nix::sys::stat::mkdirat(
+            Some(std::os::fd::AsRawFd::as_raw_fd(&parent)),
+            component,
+            nix::sys::stat::Mode::from_bits_truncate(0o755),
+        ) {
+            Ok(()) | Err(nix::errno::Errno::EEXIST) => {}
+            Err(e) => return Err(e.into()),
+        }
+        prefix.push('/');
+        prefix.push_str(component);
+    }
+    // The result must be a directory (reached inside the root).
+    super::sys::open_dir_in_root(root.as_fd(), if prefix.is_empty() { "/" } else { &prefix }).map(drop)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -412,6 +412,13 @@ impl Shim {
         let rootfs = self.layout.rootfs(&id);
         super::rootfs::mount_overlay(&layers, &self.layout.upper_dir(&id), &self.layout.work_dir(&id), &rootfs)
             .map_err(|e| EngineError::internal("cannot mount the container's root filesystem", e))?;
+        if let Err(e) = super::rootfs::ensure_working_dir(&rootfs, &self.record.process.cwd) {
+            let _ = super::rootfs::unmount(&rootfs);
+            return Err(EngineError::invalid(format!(
+                "the working directory {} cannot be created in the container: {e}",
+                self.record.process.cwd
+            )));
+        }
 
         match self.create_and_start(&id) {
             Ok(pid) => {

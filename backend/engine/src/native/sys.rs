@@ -4,6 +4,19 @@
 
 use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 
+/// Opens the directory `path` resolved as if `root` were `/` (`openat2` with
+/// `RESOLVE_IN_ROOT`): `..` and symlinks, even absolute ones, can never leave `root`.
+pub fn open_dir_in_root(root: std::os::fd::BorrowedFd<'_>, path: &str) -> std::io::Result<OwnedFd> {
+    use nix::fcntl::{OFlag, OpenHow, ResolveFlag};
+    use std::os::fd::AsRawFd;
+    let how = OpenHow::new()
+        .flags(OFlag::O_DIRECTORY | OFlag::O_RDONLY | OFlag::O_CLOEXEC)
+        .resolve(ResolveFlag::RESOLVE_IN_ROOT | ResolveFlag::RESOLVE_NO_MAGICLINKS);
+    let fd = nix::fcntl::openat2(root.as_raw_fd(), path, how).map_err(std::io::Error::from)?;
+    // SAFETY: openat2 just returned this descriptor; nothing else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
 /// Result of [`fork`].
 pub enum Forked {
     Parent,
