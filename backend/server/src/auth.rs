@@ -94,14 +94,26 @@ fn is_public(path: &str) -> bool {
 /// one terminal only), so no token is required here.
 fn is_share_link_websocket(path: &str, query: Option<&str>) -> bool {
     let Some(rest) = path.strip_prefix("/api/terminals/").and_then(|r| r.strip_suffix("/ws")) else { return false };
-    !rest.is_empty() && !rest.contains('/') && query.is_some_and(|q| q.split('&').any(|kv| kv.starts_with("link=")))
+    !rest.is_empty() && !rest.contains('/') && has_link(query)
+}
+
+/// The page a share link opens, `/terminals/{id}?link=SECRET`: a shell that reveals nothing
+/// (the link is checked by the WebSocket the page opens), so guests without a token get it.
+fn is_share_link_page(path: &str, query: Option<&str>) -> bool {
+    let Some(id) = path.strip_prefix("/terminals/") else { return false };
+    !id.is_empty() && !id.contains('/') && has_link(query)
+}
+
+fn has_link(query: Option<&str>) -> bool {
+    query.is_some_and(|q| q.split('&').any(|kv| kv.starts_with("link=")))
 }
 
 /// Requires a valid token on every request but the public ones. API clients get a JSON 401;
 /// browsers are sent to the login page.
 pub async fn require_auth(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
     let path = request.uri().path().to_string();
-    if is_public(&path) || is_share_link_websocket(&path, request.uri().query()) {
+    let query = request.uri().query();
+    if is_public(&path) || is_share_link_websocket(&path, query) || is_share_link_page(&path, query) {
         return next.run(request).await;
     }
     let principal = match token_from(request.headers()) {
@@ -209,6 +221,18 @@ mod tests {
         assert!(!is_share_link_websocket("/api/terminals/abc/links", Some("link=x")));
         assert!(!is_share_link_websocket("/api/terminals/a/b/ws", Some("link=x")));
         assert!(!is_share_link_websocket("/api/containers/abc/ws", Some("link=x")));
+    }
+
+    #[test]
+    fn only_the_terminal_page_with_a_link_skips_the_token_check() {
+        assert!(is_share_link_page("/terminals/abc", Some("link=phl_x")));
+        assert!(is_share_link_page("/terminals/abc", Some("name=a&link=phl_x")));
+        assert!(!is_share_link_page("/terminals/abc", None));
+        assert!(!is_share_link_page("/terminals/abc", Some("offset=1&blink=x")));
+        assert!(!is_share_link_page("/terminals/", Some("link=x")));
+        assert!(!is_share_link_page("/terminals/abc/ws", Some("link=x")));
+        assert!(!is_share_link_page("/containers/abc", Some("link=x")));
+        assert!(!is_share_link_page("/", Some("link=x")));
     }
 
     #[test]

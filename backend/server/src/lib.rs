@@ -96,6 +96,10 @@ pub fn router(state: AppState) -> Router {
     let cors = state.origins.cors_layer();
     let router = Router::new()
         .route("/", get(pages::index))
+        .route("/launch", get(pages::launch))
+        .route("/images", get(pages::images))
+        .route("/containers/{id}", get(pages::container))
+        .route("/terminals/{id}", get(pages::terminal))
         .route("/healthz", get(health))
         .route("/login", get(auth::login_page).post(auth::login_form))
         .route("/logout", axum::routing::post(auth::logout))
