@@ -1,0 +1,291 @@
+// End-to-end tests of the dashboard: a real `porthole serve` (native engine, temporary data
+// directory, random port) driven through headless Chromium (Debian's /usr/bin/chromium, by
+// playwright-core; no browser is downloaded). Run as root by scripts/test.sh after the Rust
+// build; PORTHOLE_BIN names the binary. Screenshots of the main pages go to
+// $PORTHOLE_SCREENSHOTS (default target/e2e-screenshots/) for a reviewer to look at.
+//
+// The tests run in order and share one server, one signed-in browser context (the owner) and
+// the containers they launch, like a person working through the dashboard would.
+
+import { after, before, test } from "node:test";
+import assert from "node:assert/strict";
+import { spawn } from "node:child_process";
+import { mkdirSync, mkdtempSync, rmSync, existsSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { dirname, join, resolve } from "node:path";
+import { fileURLToPath } from "node:url";
+import { createInterface } from "node:readline";
+import { chromium } from "playwright-core";
+
+const here = dirname(fileURLToPath(import.meta.url));
+const repo = resolve(here, "../..");
+const targetDir = process.env.CARGO_TARGET_DIR ?? join(repo, "target");
+const binary = process.env.PORTHOLE_BIN ?? join(targetDir, "debug/porthole");
+const screenshots = process.env.PORTHOLE_SCREENSHOTS ?? join(targetDir, "e2e-screenshots");
+const chromiumPath = process.env.PORTHOLE_CHROMIUM ?? "/usr/bin/chromium";
+
+/** No single wait may take longer. */
+const WAIT = 20_000;
+
+let server;
+let dataDir;
+let browser;
+let owner;
+let ownerPage;
+let guest;
+let guestPage;
+const problems = [];
+
+function startServer() {
+  dataDir = mkdtempSync(join(tmpdir(), "ph-e2e-"));
+  const child = spawn(binary, ["serve", "--listen", "127.0.0.1:0", "--data-dir", dataDir], {
+    stdio: ["ignore", "ignore", "pipe"],
+  });
+  return new Promise((resolvePromise, reject) => {
+    let base;
+    let token;
+    const timer = setTimeout(() => reject(new Error("porthole did not report its address and login link within 60 s")), 60_000);
+    child.on("exit", (code) => reject(new Error(`porthole exited early with ${code}`)));
+    createInterface({ input: child.stderr }).on("line", (line) => {
+      if (process.env.PORTHOLE_E2E_VERBOSE) console.error(line);
+      const listening = line.split("listening on ")[1];
+      if (listening) base = listening.trim().replace(/\/$/, "");
+      const login = line.split("/login?token=")[1];
+      if (login) token = login.trim();
+      if (base && token) {
+        clearTimeout(timer);
+        resolvePromise({ child, base, token });
+      }
+    });
+  });
+}
+
+/** Collects what must never happen on a page: uncaught errors and CSP violations. */
+function watch(page, who) {
+  page.on("pageerror", (error) => problems.push(`${who}: uncaught ${error.message}`));
+  page.on("console", (message) => {
+    if (message.type() === "error" && /Content Security Policy|Refused to/i.test(message.text())) problems.push(`${who}: ${message.text()}`);
+  });
+  return page;
+}
+
+async function shot(page, name) {
+  await page.screenshot({ path: join(screenshots, `${name}.png`), fullPage: false });
+}
+
+/** The text on the page's (first) terminal screen. */
+function screen(page) {
+  return page.evaluate(() => window.portholeTerminals?.[0]?.screenText() ?? "");
+}
+
+async function waitForScreen(page, text) {
+  try {
+    await page.waitForFunction((wanted) => (window.portholeTerminals?.[0]?.screenText() ?? "").includes(wanted), text, { timeout: WAIT, polling: 100 });
+  } catch (error) {
+    throw new Error(`the terminal never showed ${JSON.stringify(text)}; it shows:\n${await screen(page)}\n(${error.message})`);
+  }
+}
+
+async function typeInTerminal(page, text) {
+  await page.locator(".term-screen").first().click();
+  await page.keyboard.type(text, { delay: 5 });
+  await page.keyboard.press("Enter");
+}
+
+before(async () => {
+  assert.ok(existsSync(binary), `no porthole binary at ${binary}: build it first (cargo build)`);
+  assert.ok(existsSync(chromiumPath), `no Chromium at ${chromiumPath}: run scripts/install-deps.sh`);
+  assert.ok(existsSync(join(repo, "static/app.js")), "static/app.js is missing: run npm run build in web/");
+  mkdirSync(screenshots, { recursive: true });
+  server = await startServer();
+  browser = await chromium.launch({
+    executablePath: chromiumPath,
+    headless: true,
+    // Root in CI has no user namespaces for Chromium's sandbox.
+    args: ["--no-sandbox", "--enable-unsafe-swiftshader"],
+  });
+  owner = await browser.newContext({ viewport: { width: 1280, height: 800 } });
+  owner.setDefaultTimeout(WAIT);
+  ownerPage = watch(await owner.newPage(), "owner");
+});
+
+/** Removes whatever containers the tests left (a failed test may leave some running). */
+async function removeAllContainers() {
+  const headers = { authorization: `Bearer ${server.token}` };
+  const response = await fetch(`${server.base}/api/containers?all=true`, { headers });
+  for (const container of await response.json()) {
+    await fetch(`${server.base}/api/containers/${container.id}?force=true`, { method: "DELETE", headers });
+  }
+}
+
+after(async () => {
+  await browser?.close();
+  if (server) {
+    await removeAllContainers();
+    server.child.kill("SIGTERM");
+    await new Promise((r) => {
+      const timer = setTimeout(() => {
+        server.child.kill("SIGKILL");
+        r();
+      }, 15_000);
+      server.child.on("exit", () => {
+        clearTimeout(timer);
+        r();
+      });
+    });
+  }
+  if (dataDir) rmSync(dataDir, { recursive: true, force: true });
+});
+
+test("the login page refuses a wrong token in words and lets the right one in", async () => {
+  await ownerPage.goto(`${server.base}/`);
+  assert.match(ownerPage.url(), /\/login$/);
+  await shot(ownerPage, "01-login");
+  await ownerPage.fill("#login-token", "ph_not-a-real-token");
+  await ownerPage.click("#login-submit");
+  await ownerPage.getByRole("alert").filter({ hasText: "That token is not valid" }).waitFor();
+  await ownerPage.fill("#login-token", server.token);
+  await ownerPage.click("#login-submit");
+  await ownerPage.waitForURL(`${server.base}/`);
+  await ownerPage.locator("#live-state[data-state=ok]").waitFor();
+  await ownerPage.locator("#container-rows tr.empty", { hasText: "No containers yet" }).waitFor();
+});
+
+test("launching from the form opens the container's terminal, where commands run", async () => {
+  await ownerPage.click("a.button.primary[href='/launch']");
+  await ownerPage.waitForURL(/\/launch$/);
+  await ownerPage.locator("#image-choices option[value='busybox:latest']").waitFor({ state: "attached" });
+  assert.equal(await ownerPage.inputValue("input[name=image]"), "busybox:latest");
+  assert.equal(await ownerPage.inputValue("input[name=command]"), "sh");
+  await ownerPage.fill("input[name=name]", "e2e-shell");
+  await shot(ownerPage, "02-launch");
+  await ownerPage.click("#launch-submit");
+  await ownerPage.waitForURL(/\/terminals\/[^/?]+$/);
+  await ownerPage.locator("[data-testid=terminal-status]", { hasText: "Connected" }).waitFor();
+  await ownerPage.locator(".person.role-owner .me").waitFor();
+  await typeInTerminal(ownerPage, "echo hello-$((6*7))");
+  await waitForScreen(ownerPage, "hello-42");
+  await shot(ownerPage, "03-terminal-owner");
+});
+
+let shareUrl;
+
+test("a viewer link shows the same screen, earlier output included, and the viewer cannot type", async () => {
+  await ownerPage.click("button:has-text('Share…')");
+  const dialog = ownerPage.locator("dialog.share");
+  await dialog.locator("select[name=role]").selectOption("viewer");
+  await dialog.locator("[data-testid=create-link]").click();
+  await dialog.locator(".status[data-state=ok]", { hasText: "viewer link was created" }).waitFor();
+  shareUrl = await dialog.locator("[data-testid=share-url]").inputValue();
+  assert.match(shareUrl, new RegExp(`^${server.base}/terminals/[^/?]+\\?link=phl_`));
+  await shot(ownerPage, "04-share-dialog");
+  await dialog.getByRole("button", { name: "Close" }).click();
+
+  // A different person: a fresh context without the login cookie.
+  guest = await browser.newContext({ viewport: { width: 1000, height: 700 } });
+  guest.setDefaultTimeout(WAIT);
+  guestPage = watch(await guest.newPage(), "guest");
+  await guestPage.goto(shareUrl);
+  assert.equal(new URL(guestPage.url()).pathname, new URL(shareUrl).pathname, "the guest stays on the terminal page");
+  await waitForScreen(guestPage, "hello-42");
+  await guestPage.locator("[data-testid=terminal-banner]", { hasText: "You are a viewer" }).waitFor();
+  assert.equal(await guestPage.locator("nav").count(), 0, "a guest sees no navigation");
+
+  // The owner sees the guest arrive as a viewer.
+  await ownerPage.locator(".person[data-role=viewer]", { hasText: "guest" }).waitFor();
+
+  await typeInTerminal(guestPage, "echo viewer-typed");
+  // Give the keystrokes every chance to travel, then check they did nothing anywhere.
+  await typeInTerminal(ownerPage, "echo owner-after");
+  await waitForScreen(guestPage, "owner-after");
+  assert.ok(!(await screen(ownerPage)).includes("viewer-typed"), "the viewer's typing reached the shell");
+  assert.ok(!(await screen(guestPage)).includes("viewer-typed"), "the viewer's typing reached the shell");
+  await shot(guestPage, "05-terminal-viewer");
+});
+
+test("the owner grants writing and the guest's command runs; taking it back stops it again", async () => {
+  await ownerPage.locator(".person[data-role=viewer] button[data-action=grant]").click();
+  await guestPage.locator("[data-testid=terminal-banner]").waitFor({ state: "hidden" });
+  await guestPage.locator(".person .me").locator("xpath=..").and(guestPage.locator("[data-role=writer]")).waitFor();
+  await typeInTerminal(guestPage, "echo guest-$((2+3))");
+  await waitForScreen(ownerPage, "guest-5");
+  await waitForScreen(guestPage, "guest-5");
+
+  await ownerPage.locator(".person[data-role=writer] button[data-action=revoke]").click();
+  await guestPage.locator("[data-testid=terminal-banner]", { hasText: "You are a viewer" }).waitFor();
+});
+
+test("the terminal reconnects by itself after a dropped connection, keeping its screen", async () => {
+  // Drop the socket as a network failure would (the server never said goodbye).
+  await ownerPage.evaluate(() => window.portholeTerminals[0].socket.close());
+  await ownerPage.locator("[data-testid=terminal-status]", { hasText: "Reconnected" }).waitFor();
+  assert.ok((await screen(ownerPage)).includes("hello-42"), "the screen was lost on reconnect");
+  await typeInTerminal(ownerPage, "echo after-reconnect-$((1+1))");
+  await waitForScreen(ownerPage, "after-reconnect-2");
+  const text = await screen(ownerPage);
+  // Output from before the drop appears once: the resume neither lost nor repeated bytes.
+  assert.equal(text.split("hello-42").length - 1, 1, `earlier output is missing or repeated after the resume:\n${text}`);
+});
+
+test("the logs tab shows what a container prints, live", async () => {
+  await ownerPage.goto(`${server.base}/launch`);
+  await ownerPage.fill("input[name=name]", "e2e-ticker");
+  await ownerPage.fill("input[name=command]", "sh -c 'i=0; while true; do echo tick-$i; echo oops-$i >&2; i=$((i+1)); sleep 0.3; done'");
+  await ownerPage.uncheck("input[name=tty]");
+  await ownerPage.uncheck("input[name=interactive]");
+  await ownerPage.click("#launch-submit");
+  await ownerPage.waitForURL(/\/containers\/[^/]+#logs$/);
+  const output = ownerPage.locator("[data-testid=log-output]");
+  await output.locator(".line[data-stream=stdout]", { hasText: "tick-1" }).waitFor();
+  // Live: lines keep arriving on the open page.
+  await output.locator(".line", { hasText: "tick-8" }).waitFor();
+  await output.locator(".line[data-stream=stderr]", { hasText: "oops-8" }).waitFor();
+  // Search highlights; the stderr filter hides stderr lines.
+  await ownerPage.fill("input[aria-label='Search the logs']", "tick-5");
+  await output.locator("mark", { hasText: "tick-5" }).waitFor();
+  await ownerPage.locator(".logs label.check", { hasText: "stderr" }).locator("input").uncheck();
+  await output.locator(".line[data-stream=stderr]").first().waitFor({ state: "hidden" });
+  await shot(ownerPage, "06-container-logs");
+
+  await ownerPage.click("#tab-stats");
+  await ownerPage.locator("figure.chart figcaption", { hasText: /CPU: \d/ }).waitFor();
+  await shot(ownerPage, "07-container-stats");
+  await ownerPage.click("#tab-overview");
+  await ownerPage.locator("dl.facts dd", { hasText: "tick-$i" }).waitFor();
+  await shot(ownerPage, "08-container-overview");
+});
+
+test("stop and remove from the containers list, with confirmation", async () => {
+  await ownerPage.goto(`${server.base}/`);
+  const ticker = ownerPage.locator("#container-rows tr[data-name=e2e-ticker]");
+  await ticker.waitFor();
+  await ownerPage.locator("#container-rows tr[data-name=e2e-shell][data-status=running]").waitFor();
+  await ownerPage.locator("#container-rows tr[data-name=e2e-shell] td.num", { hasText: /B$/ }).waitFor();
+  await shot(ownerPage, "09-containers");
+
+  await ticker.locator("button[data-action=stop]").click();
+  await ownerPage.locator("#container-rows tr[data-name=e2e-ticker][data-status=exited]").waitFor();
+  await ownerPage.locator("#container-rows tr[data-name=e2e-ticker] button[data-action=remove]").click();
+  // Cancelling keeps it; confirming removes it.
+  await ownerPage.locator("dialog.confirm button[value=cancel]").click();
+  await ownerPage.locator("#container-rows tr[data-name=e2e-ticker]").waitFor();
+  await ownerPage.locator("#container-rows tr[data-name=e2e-ticker] button[data-action=remove]").click();
+  await ownerPage.locator("dialog.confirm button[data-confirm]").click();
+  await ownerPage.locator("#container-rows tr[data-name=e2e-ticker]").waitFor({ state: "detached" });
+
+  // The running shell: removal kills it, and its guest sees the terminal end.
+  await ownerPage.locator("#container-rows tr[data-name=e2e-shell] button[data-action=remove]").click();
+  await ownerPage.locator("dialog.confirm", { hasText: "running" }).locator("button[data-confirm]").click();
+  await ownerPage.locator("#container-rows tr[data-name=e2e-shell]").waitFor({ state: "detached" });
+  await guestPage.locator("[data-testid=terminal-banner]", { hasText: /process (has ended|exited)/ }).waitFor();
+});
+
+test("the images page lists the starter image", async () => {
+  await ownerPage.goto(`${server.base}/images`);
+  await ownerPage.locator("#image-rows .tag", { hasText: "busybox:latest" }).waitFor();
+  await shot(ownerPage, "10-images");
+});
+
+test("no page had an uncaught error or a Content Security Policy violation", () => {
+  assert.deepEqual(problems, []);
+});
