@@ -1,5 +1,5 @@
 //! Container lifecycle latency of the native engine, with Docker beside it when a daemon is
-//! reachable.
+//! reachable: both through Porthole's Docker backend and through the `docker` CLI.
 //!
 //! Measures, through the `porthole_engine::api` traits on a `NativeEngine` opened on a fresh data
 //! directory under /tmp (the shim is the release `porthole` binary):
@@ -8,8 +8,12 @@
 //!   with per-phase medians and when the engine's `die` event arrived;
 //! - **exec**: create_exec + start_exec of `true` (no TTY) in one running container, until its
 //!   output stream ends and `inspect_exec` reports the exit code;
+//! - **docker backend** (only if `PORTHOLE_BENCH_DOCKER_HOST` or `DOCKER_HOST` names a daemon): the
+//!   same lifecycle and exec measurements through `porthole_engine::docker::DockerEngine`, with a
+//!   busybox image imported through the backend;
 //! - **docker** (only if `docker info` succeeds): `docker run --rm IMG true` and
-//!   `docker exec CTR true`, with an image imported offline from the host's `/bin/busybox`.
+//!   `docker exec CTR true`, with an image imported offline from the host's `/bin/busybox`
+//!   (the CLI talks to `PORTHOLE_BENCH_DOCKER_HOST` when that is set).
 //!
 //! It prints one line per metric with the targets beside the results; it never fails on a
 //! missed target (the exit status is non-zero only when a run errored). Needs root, like the
@@ -18,10 +22,12 @@
 //! ```text
 //! cargo bench -p porthole --bench engine_lifecycle
 //! PORTHOLE_BENCH_RUNS=200 PORTHOLE_BENCH_DOCKER_RUNS=50 cargo bench -p porthole --bench engine_lifecycle
+//! PORTHOLE_BENCH_DOCKER_HOST=unix:///run/porthole-test/docker.sock cargo bench -p porthole --bench engine_lifecycle
 //! ```
 //!
 //! `PORTHOLE_BENCH_RUNS` (default 50) is the number of measured native runs per metric, after 5
-//! warm-up runs; `PORTHOLE_BENCH_DOCKER_RUNS` (default 20) the number of Docker runs, after 2.
+//! warm-up runs; `PORTHOLE_BENCH_DOCKER_RUNS` (default 20) the number of Docker runs (backend and
+//! CLI each), after 2.
 
 use std::future::Future;
 use std::path::Path;
@@ -30,8 +36,9 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use porthole_engine::api::{
-    ContainerConfig, Containers, Engine, EventAction, ExecConfig, Monitoring, RemoveOptions, Terminals,
+    ContainerConfig, Containers, Engine, EventAction, ExecConfig, Images, Monitoring, RemoveOptions,
 };
+use porthole_engine::docker::DockerEngine;
 use porthole_engine::native::{NativeConfig, NativeEngine};
 use tokio::sync::mpsc;
 
@@ -45,6 +52,9 @@ const EXEC_EXIT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Stop a metric after this many failed runs.
 const MAX_ERRORS: usize = 3;
 const DOCKER_IMAGE: &str = "porthole-bench-busybox:latest";
+/// The image the Docker backend imports for itself (removed again at the end).
+const BACKEND_IMAGE: &str = "porthole-bench-busybox:backend";
+const NATIVE_IMAGE: &str = "busybox";
 
 const TARGET_LIFECYCLE_MS: f64 = 25.0;
 const TARGET_EXEC_MS: f64 = 15.0;
@@ -104,14 +114,25 @@ async fn bench(runs: usize, docker_runs: usize) -> usize {
         }
     };
 
+    let backend = docker_backend_bench(docker_runs).await;
+    errors += backend.errors;
+
     let docker = docker_bench(docker_runs).await;
     errors += docker.errors;
 
-    if let (Some(native), Some(docker_run)) = (native.as_ref().and_then(|n| n.lifecycle), docker.run) {
-        print_ratio("lifecycle", native, docker_run);
+    let native_lifecycle = native.as_ref().and_then(|n| n.lifecycle);
+    let native_exec = native.as_ref().and_then(|n| n.exec);
+    if let (Some(native), Some(backend)) = (native_lifecycle, backend.lifecycle) {
+        print_ratio("lifecycle", "docker backend", native, backend);
     }
-    if let (Some(native), Some(docker_exec)) = (native.as_ref().and_then(|n| n.exec), docker.exec) {
-        print_ratio("exec", native, docker_exec);
+    if let (Some(native), Some(backend)) = (native_exec, backend.exec) {
+        print_ratio("exec", "docker backend", native, backend);
+    }
+    if let (Some(native), Some(docker_run)) = (native_lifecycle, docker.run) {
+        print_ratio("lifecycle", "docker CLI", native, docker_run);
+    }
+    if let (Some(native), Some(docker_exec)) = (native_exec, docker.exec) {
+        print_ratio("exec", "docker CLI", native, docker_exec);
     }
     errors
 }
@@ -119,15 +140,16 @@ async fn bench(runs: usize, docker_runs: usize) -> usize {
 // ---------------------------------------------------------------------------------------------
 // Native engine
 
+/// The medians and error count of one engine (native, or Docker through the backend).
 #[derive(Default)]
-struct NativeResults {
+struct EngineResults {
     lifecycle: Option<Summary>,
     exec: Option<Summary>,
     errors: usize,
 }
 
-async fn native_bench(root: &Path, shim_exe: &str, runs: usize) -> NativeResults {
-    let mut results = NativeResults::default();
+async fn native_bench(root: &Path, shim_exe: &str, runs: usize) -> EngineResults {
+    let mut results = EngineResults::default();
     println!("data dir: {}", root.display());
     let opened = Instant::now();
     let config = NativeConfig { root: root.to_path_buf(), shim_exe: shim_exe.into(), starter_image: true };
@@ -159,17 +181,39 @@ async fn native_bench(root: &Path, shim_exe: &str, runs: usize) -> NativeResults
         }
     });
 
-    let (lifecycle, errors) = lifecycle_bench(&engine, runs, &mut event_rx).await;
+    let measured = Measured { label: "native", image: NATIVE_IMAGE, runs, warmup: WARMUP, targets: true };
+    let (lifecycle, errors) = lifecycle_bench(&engine, &measured, &mut event_rx).await;
     results.lifecycle = lifecycle;
     results.errors += errors;
 
-    let (exec, errors) = exec_bench(&engine, runs).await;
+    let (exec, errors) = exec_bench(&engine, &measured).await;
     results.exec = exec;
     results.errors += errors;
 
     forwarder.abort();
     results.errors += remove_all(&engine).await;
     results
+}
+
+/// What one engine's measurements are called and run with.
+struct Measured<'a> {
+    /// `native` or `docker backend`, at the start of every printed line.
+    label: &'a str,
+    image: &'a str,
+    runs: usize,
+    warmup: usize,
+    /// Print the (native engine's) targets beside the results.
+    targets: bool,
+}
+
+impl Measured<'_> {
+    fn target(&self, ms: f64) -> String {
+        if self.targets {
+            format!(" (target p50 < {ms} ms)")
+        } else {
+            String::new()
+        }
+    }
 }
 
 #[derive(Default)]
@@ -184,16 +228,18 @@ struct LifecycleSamples {
 }
 
 async fn lifecycle_bench(
-    engine: &NativeEngine,
-    runs: usize,
+    engine: &dyn Engine,
+    measured: &Measured<'_>,
     events: &mut mpsc::UnboundedReceiver<(Instant, porthole_engine::api::Event)>,
 ) -> (Option<Summary>, usize) {
     let mut samples = LifecycleSamples::default();
     let mut errors = 0;
-    for i in 0..WARMUP + runs {
-        match lifecycle_once(engine, events).await {
+    let label = measured.label;
+    let target = measured.target(TARGET_LIFECYCLE_MS);
+    for i in 0..measured.warmup + measured.runs {
+        match lifecycle_once(engine, measured.image, events).await {
             Ok(run) => {
-                if i >= WARMUP {
+                if i >= measured.warmup {
                     samples.total.push(run.total);
                     samples.create.push(run.create);
                     samples.start.push(run.start);
@@ -205,10 +251,10 @@ async fn lifecycle_bench(
                 }
             }
             Err(e) => {
-                println!("error: lifecycle run {i}: {e}");
+                println!("error: lifecycle {label} run {i}: {e}");
                 errors += 1;
                 if errors >= MAX_ERRORS {
-                    println!("error: lifecycle: {errors} failed runs, stopping this metric");
+                    println!("error: lifecycle {label}: {errors} failed runs, stopping this metric");
                     break;
                 }
             }
@@ -217,29 +263,29 @@ async fn lifecycle_bench(
     let summary = Summary::of(&samples.total);
     match summary {
         Some(s) => {
-            println!("lifecycle native: {} (target p50 < {TARGET_LIFECYCLE_MS} ms)", s.line());
+            println!("lifecycle {label}: {}{target}", s.line());
             println!(
-                "lifecycle native phases (median): create={} start={} wait={} remove={}",
+                "lifecycle {label} phases (median): create={} start={} wait={} remove={}",
                 fmt_median(&samples.create),
                 fmt_median(&samples.start),
                 fmt_median(&samples.wait),
                 fmt_median(&samples.remove),
             );
             println!(
-                "lifecycle native phases (p90): create={} start={} wait={} remove={}",
+                "lifecycle {label} phases (p90): create={} start={} wait={} remove={}",
                 fmt_p90(&samples.create),
                 fmt_p90(&samples.start),
                 fmt_p90(&samples.wait),
                 fmt_p90(&samples.remove),
             );
             println!(
-                "lifecycle native: die event {} after start returned (median, n={}); wait returned {} after start",
+                "lifecycle {label}: die event {} after start returned (median, n={}); wait returned {} after start",
                 fmt_median(&samples.die_after_start),
                 samples.die_after_start.len(),
                 fmt_median(&samples.wait),
             );
         }
-        None => println!("lifecycle native: no successful runs (target p50 < {TARGET_LIFECYCLE_MS} ms)"),
+        None => println!("lifecycle {label}: no successful runs{target}"),
     }
     (summary, errors)
 }
@@ -254,12 +300,13 @@ struct LifecycleRun {
 }
 
 async fn lifecycle_once(
-    engine: &NativeEngine,
+    engine: &dyn Engine,
+    image: &str,
     events: &mut mpsc::UnboundedReceiver<(Instant, porthole_engine::api::Event)>,
 ) -> BenchResult<LifecycleRun> {
     // Forget events of earlier runs.
     while events.try_recv().is_ok() {}
-    let config = ContainerConfig { image: "busybox".into(), cmd: Some(vec!["true".into()]), ..Default::default() };
+    let config = ContainerConfig { image: image.into(), cmd: Some(vec!["true".into()]), ..Default::default() };
     let t0 = Instant::now();
     let id = bounded("create", engine.create_container(config)).await?;
     let t1 = Instant::now();
@@ -312,10 +359,12 @@ struct ExecSamples {
     inspect_polls: Vec<f64>,
 }
 
-async fn exec_bench(engine: &NativeEngine, runs: usize) -> (Option<Summary>, usize) {
+async fn exec_bench(engine: &dyn Engine, measured: &Measured<'_>) -> (Option<Summary>, usize) {
     let mut errors = 0;
+    let label = measured.label;
+    let target = measured.target(TARGET_EXEC_MS);
     let config = ContainerConfig {
-        image: "busybox".into(),
+        image: measured.image.into(),
         cmd: Some(vec!["sleep".into(), "3600".into()]),
         ..Default::default()
     };
@@ -332,10 +381,10 @@ async fn exec_bench(engine: &NativeEngine, runs: usize) -> (Option<Summary>, usi
         return (None, 1);
     }
     let mut samples = ExecSamples::default();
-    for i in 0..WARMUP + runs {
+    for i in 0..measured.warmup + measured.runs {
         match exec_once(engine, &id).await {
             Ok(run) => {
-                if i >= WARMUP {
+                if i >= measured.warmup {
                     samples.total.push(run.total);
                     samples.create.push(run.create);
                     samples.start.push(run.start);
@@ -345,10 +394,10 @@ async fn exec_bench(engine: &NativeEngine, runs: usize) -> (Option<Summary>, usi
                 }
             }
             Err(e) => {
-                println!("error: exec run {i}: {e}");
+                println!("error: exec {label} run {i}: {e}");
                 errors += 1;
                 if errors >= MAX_ERRORS {
-                    println!("error: exec: {errors} failed runs, stopping this metric");
+                    println!("error: exec {label}: {errors} failed runs, stopping this metric");
                     break;
                 }
             }
@@ -356,7 +405,7 @@ async fn exec_bench(engine: &NativeEngine, runs: usize) -> (Option<Summary>, usi
     }
     let removed = Instant::now();
     match bounded("remove the exec container", engine.remove_container(&id, force())).await {
-        Ok(()) => println!("exec container force-remove: {:.1}ms", ms(removed.elapsed())),
+        Ok(()) => println!("exec {label} container force-remove: {:.1}ms", ms(removed.elapsed())),
         Err(e) => {
             println!("error: exec: {e}");
             errors += 1;
@@ -365,9 +414,9 @@ async fn exec_bench(engine: &NativeEngine, runs: usize) -> (Option<Summary>, usi
     let summary = Summary::of(&samples.total);
     match summary {
         Some(s) => {
-            println!("exec native: {} (target p50 < {TARGET_EXEC_MS} ms)", s.line());
+            println!("exec {label}: {}{target}", s.line());
             println!(
-                "exec native phases (median): create_exec={} start_exec={} output_end={} inspect={} \
+                "exec {label} phases (median): create_exec={} start_exec={} output_end={} inspect={} \
                  (inspect calls until exit code: median {})",
                 fmt_median(&samples.create),
                 fmt_median(&samples.start),
@@ -376,7 +425,7 @@ async fn exec_bench(engine: &NativeEngine, runs: usize) -> (Option<Summary>, usi
                 median(&samples.inspect_polls).map_or("-".into(), |m| format!("{m:.0}")),
             );
         }
-        None => println!("exec native: no successful runs (target p50 < {TARGET_EXEC_MS} ms)"),
+        None => println!("exec {label}: no successful runs{target}"),
     }
     (summary, errors)
 }
@@ -390,7 +439,7 @@ struct ExecRun {
     inspect_polls: usize,
 }
 
-async fn exec_once(engine: &NativeEngine, container: &str) -> BenchResult<ExecRun> {
+async fn exec_once(engine: &dyn Engine, container: &str) -> BenchResult<ExecRun> {
     let config = ExecConfig { cmd: vec!["true".into()], ..Default::default() };
     let t0 = Instant::now();
     let exec_id = bounded("create_exec", engine.create_exec(container, config)).await?;
@@ -442,7 +491,7 @@ fn force() -> RemoveOptions {
     RemoveOptions { force: true, volumes: true }
 }
 
-async fn force_remove(engine: &NativeEngine, id: &str) {
+async fn force_remove(engine: &dyn Engine, id: &str) {
     if let Err(e) = bounded("force remove", engine.remove_container(id, force())).await {
         println!("error: cleanup of {id}: {e}");
     }
@@ -493,7 +542,76 @@ async fn bounded<T>(what: &str, fut: impl Future<Output = porthole_engine::api::
 }
 
 // ---------------------------------------------------------------------------------------------
-// Docker
+// Docker, through Porthole's Docker backend
+
+/// The daemon to measure: `PORTHOLE_BENCH_DOCKER_HOST`, else `DOCKER_HOST`.
+fn docker_host() -> Option<String> {
+    ["PORTHOLE_BENCH_DOCKER_HOST", "DOCKER_HOST"].iter().find_map(|v| std::env::var(v).ok().filter(|h| !h.is_empty()))
+}
+
+async fn docker_backend_bench(runs: usize) -> EngineResults {
+    let mut results = EngineResults::default();
+    let Some(host) = docker_host() else {
+        println!("docker backend: neither PORTHOLE_BENCH_DOCKER_HOST nor DOCKER_HOST is set, skipped");
+        return results;
+    };
+    let engine = match bounded("connect to the Docker daemon", DockerEngine::connect(&host)).await {
+        Ok(engine) => engine,
+        Err(e) => {
+            println!("error: docker backend: {e}");
+            results.errors += 1;
+            return results;
+        }
+    };
+    match bounded("engine info", engine.info()).await {
+        Ok(info) => {
+            println!("docker backend: {host}: {} {} cgroup {}", info.backend, info.version, info.cgroup_version)
+        }
+        Err(e) => {
+            println!("error: docker backend: {e}");
+            results.errors += 1;
+            return results;
+        }
+    }
+    let Some(busybox) = ["/bin/busybox", "/usr/bin/busybox"].into_iter().find(|p| Path::new(p).exists()) else {
+        println!("error: docker backend: no busybox on this host (install busybox-static)");
+        results.errors += 1;
+        return results;
+    };
+    if let Err(e) = bounded("import the image", engine.load_busybox_image(Path::new(busybox), BACKEND_IMAGE)).await {
+        println!("error: docker backend: {e}");
+        results.errors += 1;
+        return results;
+    }
+
+    let (event_tx, mut event_rx) = mpsc::unbounded_channel();
+    let mut events = engine.events();
+    let forwarder = tokio::spawn(async move {
+        while let Some(event) = events.next().await {
+            if event_tx.send((Instant::now(), event)).is_err() {
+                break;
+            }
+        }
+    });
+    let measured =
+        Measured { label: "docker backend", image: BACKEND_IMAGE, runs, warmup: DOCKER_WARMUP, targets: false };
+    let (lifecycle, errors) = lifecycle_bench(&engine, &measured, &mut event_rx).await;
+    results.lifecycle = lifecycle;
+    results.errors += errors;
+    let (exec, errors) = exec_bench(&engine, &measured).await;
+    results.exec = exec;
+    results.errors += errors;
+    forwarder.abort();
+
+    if let Err(e) = bounded("remove the image", engine.remove_image(BACKEND_IMAGE, true)).await {
+        println!("error: docker backend: {e}");
+        results.errors += 1;
+    }
+    results
+}
+
+// ---------------------------------------------------------------------------------------------
+// Docker, through the docker CLI
 
 #[derive(Default)]
 struct DockerResults {
@@ -599,6 +717,9 @@ async fn import_image() -> BenchResult<()> {
     let script = r#"tar -C "$1" -c . | docker import - "$2""#;
     let mut command = tokio::process::Command::new("sh");
     command.args(["-c", script, "sh"]).arg(dir.path()).arg(DOCKER_IMAGE);
+    if let Ok(host) = std::env::var("PORTHOLE_BENCH_DOCKER_HOST") {
+        command.env("DOCKER_HOST", host);
+    }
     let result = run_bounded(&mut command).await.map(|_| ());
     let _ = dir.close();
     result
@@ -607,6 +728,9 @@ async fn import_image() -> BenchResult<()> {
 async fn docker(args: &[&str]) -> BenchResult<String> {
     let mut command = tokio::process::Command::new("docker");
     command.args(args);
+    if let Ok(host) = std::env::var("PORTHOLE_BENCH_DOCKER_HOST") {
+        command.env("DOCKER_HOST", host);
+    }
     run_bounded(&mut command).await
 }
 
@@ -674,9 +798,9 @@ fn fmt_p90(samples: &[f64]) -> String {
     Summary::of(samples).map_or_else(|| "-".into(), |s| format!("{:.1}ms", s.p90))
 }
 
-fn print_ratio(metric: &str, native: Summary, docker: Summary) {
+fn print_ratio(metric: &str, other: &str, native: Summary, docker: Summary) {
     println!(
-        "{metric} native/docker: p50 {:.1}ms / {:.1}ms = {:.2} (native {:.1}x faster), p90 {:.1}ms / {:.1}ms = {:.2}",
+        "{metric} native/{other}: p50 {:.1}ms / {:.1}ms = {:.2} (native {:.1}x faster), p90 {:.1}ms / {:.1}ms = {:.2}",
         native.p50,
         docker.p50,
         native.p50 / docker.p50,

@@ -17,7 +17,7 @@ mod stream;
 /// The Docker API client this backend is built on, for callers of [`DockerEngine::client`].
 pub use bollard;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
@@ -51,6 +51,8 @@ const LIST_CONCURRENCY: usize = 8;
 /// Execs created but not started yet whose TTY and size the engine remembers; beyond this the
 /// oldest are forgotten (a start then asks the daemon whether the exec has a TTY).
 const MAX_PENDING_EXECS: usize = 1024;
+/// How many runnable-command answers `check_runnable` remembers; all are forgotten when full.
+const MAX_RUNNABLE_REMEMBERED: usize = 256;
 /// Files read from a container to resolve users (`/etc/passwd`, `/etc/group`) are at most this big.
 const MAX_ACCOUNT_FILE: usize = 4 << 20;
 /// After the event stream from the daemon broke, wait this long before asking again.
@@ -69,6 +71,9 @@ struct Inner {
     /// `v1.41`: the API version agreed with the daemon, prefixed to hijacked requests.
     api_version: String,
     pending_execs: Mutex<HashMap<String, PendingExec>>,
+    /// Image, command, PATH, working directory and user combinations already found runnable
+    /// (see `check_runnable`).
+    runnable: Mutex<HashSet<String>>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -171,7 +176,13 @@ impl DockerEngine {
         let api_version = format!("v{}.{}", version.major_version, version.minor_version);
         tracing::info!("docker: connected to {endpoint}, API {api_version}");
         Ok(DockerEngine {
-            inner: Arc::new(Inner { docker, endpoint, api_version, pending_execs: Mutex::new(HashMap::new()) }),
+            inner: Arc::new(Inner {
+                docker,
+                endpoint,
+                api_version,
+                pending_execs: Mutex::new(HashMap::new()),
+                runnable: Mutex::new(HashSet::new()),
+            }),
         })
     }
 
@@ -233,8 +244,10 @@ impl DockerEngine {
         if numeric(name) && (group.is_empty() || numeric(group)) {
             return Ok(());
         }
-        let passwd = self.read_container_file(id, "/etc/passwd").await?;
-        let group = self.read_container_file(id, "/etc/group").await?;
+        let (passwd, group) = futures::try_join!(
+            self.read_container_file(id, "/etc/passwd"),
+            self.read_container_file(id, "/etc/group")
+        )?;
         let text = |b: Option<Vec<u8>>| b.map(|b| String::from_utf8_lossy(&b).into_owned());
         let (passwd, group) = (text(passwd), text(group));
         crate::native::users::resolve_user(user, passwd.as_deref(), group.as_deref()).map(|_| ())
@@ -253,6 +266,11 @@ impl DockerEngine {
 
     /// What the native engine checks at create and Docker only at start: the command exists
     /// and the user resolves.
+    ///
+    /// A created container's files are its image's, plus its mounts; so for a container without
+    /// mounts a positive answer holds for every container of the same image, command, `PATH`,
+    /// working directory and user, and is remembered (each check costs the daemon a mount of the
+    /// container's filesystem per request).
     async fn check_runnable(&self, id: &str) -> Result<()> {
         let inspect = self.inspect_raw(id).await?;
         let config = inspect.config.unwrap_or_default();
@@ -260,11 +278,24 @@ impl DockerEngine {
         if command.is_empty() {
             return Err(EngineError::invalid("no command specified: the image has none and none was given"));
         }
-        if let Some(user) = config.user.as_deref().filter(|u| !u.is_empty()) {
-            self.check_user(id, user).await?;
-        }
         let env = config.env.unwrap_or_default();
         let path_var = env.iter().find_map(|e| e.strip_prefix("PATH=")).unwrap_or(DEFAULT_PATH).to_string();
+        let user = config.user.clone().unwrap_or_default();
+        let host = inspect.host_config.unwrap_or_default();
+        let has_mounts = host.mounts.is_some_and(|m| !m.is_empty()) || host.binds.is_some_and(|b| !b.is_empty());
+        let cache_key = (!has_mounts).then(|| {
+            let image = inspect.image.clone().unwrap_or_default();
+            let dir = config.working_dir.clone().unwrap_or_default();
+            format!("{image}\0{command}\0{path_var}\0{dir}\0{user}")
+        });
+        if let Some(key) = &cache_key {
+            if self.inner.runnable.lock().unwrap_or_else(|e| e.into_inner()).contains(key) {
+                return Ok(());
+            }
+        }
+        if !user.is_empty() {
+            self.check_user(id, &user).await?;
+        }
         let candidates: Vec<String> = if command.contains('/') {
             let dir = config.working_dir.filter(|w| !w.is_empty()).unwrap_or_else(|| "/".into());
             vec![if command.starts_with('/') {
@@ -281,6 +312,13 @@ impl DockerEngine {
         };
         let found = futures::future::try_join_all(candidates.into_iter().map(|c| self.is_runnable_file(id, c))).await?;
         if found.contains(&true) {
+            if let Some(key) = cache_key {
+                let mut runnable = self.inner.runnable.lock().unwrap_or_else(|e| e.into_inner());
+                if runnable.len() >= MAX_RUNNABLE_REMEMBERED {
+                    runnable.clear();
+                }
+                runnable.insert(key);
+            }
             Ok(())
         } else {
             Err(EngineError::invalid(format!(
