@@ -7,6 +7,11 @@ mod images_support;
 use images_support::*;
 use porthole_engine::api::*;
 
+/// Run defaults of images without /data.
+fn plain_config() -> serde_json::Value {
+    serde_json::json!({"Env": ["PATH=/bin"], "Cmd": ["/bin/sh"]})
+}
+
 fn run_config() -> serde_json::Value {
     serde_json::json!({
         "Env": ["PATH=/bin", "GREETING=hello"],
@@ -130,7 +135,7 @@ async fn an_interrupted_download_resumes_and_a_corrupt_partial_stores_nothing() 
     let base = Layer::gzip(LayerTar::new().busybox().file("big", 0o644, &big).finish());
     let blob_digest = sha256(&base.blob);
     let half = base.blob[..base.blob.len() / 2].to_vec();
-    let desc = layout.image(&[base], host_arch(), run_config());
+    let desc = layout.image(&[base], host_arch(), plain_config());
     layout.tag(&desc, "big");
     let reference = format!("{}/resume:big", registry.host());
     layout.push("big", &reference, false, None);
@@ -180,7 +185,7 @@ async fn a_manifest_list_resolves_to_the_wanted_platform() {
     for arch in ["amd64", "arm64", "ppc64le"] {
         let base = Layer::gzip(LayerTar::new().busybox().finish());
         let marker = Layer::gzip(LayerTar::new().file("arch", 0o644, arch.as_bytes()).finish());
-        images.push((layout.image(&[base, marker], arch, run_config()), arch));
+        images.push((layout.image(&[base, marker], arch, plain_config()), arch));
     }
     let index = layout.platforms(&images);
     layout.tag(&index, "multi");
@@ -231,7 +236,7 @@ async fn files_deleted_or_hidden_by_upper_layers_are_gone_in_the_container() {
     );
     // A third layer brings "a" back as a directory.
     let top = Layer::plain(LayerTar::new().dir("a/", 0o755).file("a/again", 0o644, b"again\n").finish());
-    let desc = layout.image(&[base, upper, top], host_arch(), run_config());
+    let desc = layout.image(&[base, upper, top], host_arch(), plain_config());
     layout.tag(&desc, "wh");
     let reference = format!("{}/whiteouts:wh", registry.host());
     layout.push("wh", &reference, false, None);

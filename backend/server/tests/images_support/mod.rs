@@ -377,7 +377,10 @@ pub async fn run(engine: &NativeEngine, image: &str, script: &str) -> String {
         ..Default::default()
     };
     let id = engine.create_container(config).await.expect("create");
-    engine.start_container(&id).await.expect("start");
+    if let Err(e) = engine.start_container(&id).await {
+        let log = std::fs::read_to_string(engine.layout().shim_log(&id)).unwrap_or_default();
+        panic!("start: {}\nshim log:\n{log}", e.detail());
+    }
     let code = tokio::time::timeout(Duration::from_secs(60), engine.wait_container(&id))
         .await
         .expect("the container exits within 60 s")
