@@ -91,9 +91,9 @@ impl TarFiles {
         let file = std::fs::File::open(path).map_err(|e| EngineError::internal("cannot open the archive", e))?;
         let mut archive = tar::Archive::new(file);
         let mut items = HashMap::new();
-        let entries = archive.entries_with_seek().map_err(|e| bad(e))?;
+        let entries = archive.entries_with_seek().map_err(bad)?;
         for entry in entries {
-            let entry = entry.map_err(|e| bad(e))?;
+            let entry = entry.map_err(bad)?;
             let raw = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
             // Names that escape are never looked up; the layer unpacker judges rootfs entries.
             let Ok(parts) = clean_path(&raw) else { continue };
