@@ -304,13 +304,9 @@ fn import_layer(
     digest: Option<&str>,
     diff_id: &str,
 ) -> Result<LayerRecord> {
-    let (blob_digest, size) = store.put_blob(files.open(name)?, digest, &format!("layer {name:?}")).map_err(|e| {
-        if e.kind() == crate::api::ErrorKind::InvalidArgument {
-            bad(e.message())
-        } else {
-            e
-        }
-    })?;
+    let (blob_digest, size, _blob_lease) = store
+        .put_blob(files.open(name)?, digest, &format!("layer {name:?}"))
+        .map_err(|e| if e.kind() == crate::api::ErrorKind::InvalidArgument { bad(e.message()) } else { e })?;
     let _lease = store.lease([blob_digest.clone(), diff_id.to_string()]);
     let media_type = {
         let mut head = [0u8; 4];
@@ -466,8 +462,9 @@ fn import_oci_layout(
 
 fn import_rootfs(store: &ImageStore, path: &Path, options: &ImportOptions) -> Result<ImportedImage> {
     let file = std::fs::File::open(path).map_err(|e| EngineError::internal("cannot open the archive", e))?;
-    let (blob_digest, size) = store.put_blob(file, None, "the archive")?;
-    let _lease = store.lease([blob_digest.clone()]);
+    let (blob_digest, size, _blob_lease) = store.put_blob(file, None, "the archive")?;
+    // The diff id is known only once unpacked; the layer is leased inside `unpack_blob` until
+    // then, and here until the image is committed.
     let diff_id = store.unpack_blob(&blob_digest, None, &mut |_| {})?;
     let _layer_lease = store.lease([diff_id.clone()]);
     let mut head = [0u8; 4];

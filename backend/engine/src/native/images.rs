@@ -287,8 +287,8 @@ impl ImageStore {
     }
 
     /// Copies `reader` into the blob store, verifying it against `expected` when given, and
-    /// returns its digest and size.
-    pub fn put_blob(&self, reader: impl Read, expected: Option<&str>, what: &str) -> Result<(String, u64)> {
+    /// returns its digest and size, and a lease that keeps it from removal meanwhile.
+    pub fn put_blob(&self, reader: impl Read, expected: Option<&str>, what: &str) -> Result<(String, u64, Lease)> {
         if let Some(expected) = expected {
             check_digest(expected)?;
         }
@@ -305,12 +305,14 @@ impl ImageStore {
                 )));
             }
         }
+        // Leased before it appears, so no sweep can take it before the caller records it.
+        let lease = self.lease([digest.clone()]);
         if !self.has_blob(&digest) {
             file.sync_all().map_err(|e| EngineError::internal("cannot store a blob", e))?;
             std::fs::rename(staging.path(), self.blob_path(&digest))
                 .map_err(|e| EngineError::internal("cannot store a blob", e))?;
         }
-        Ok((digest, hashing.count))
+        Ok((digest, hashing.count, lease))
     }
 
     /// Unpacks the stored blob `digest` into the layer store (unless the layer exists), checks
@@ -347,6 +349,8 @@ impl ImageStore {
                 )));
             }
         }
+        // Leased before it appears (see `put_blob`); the caller leases it for longer.
+        let _lease = self.lease([unpacked.diff_id.clone()]);
         let target = self.layer_dir(&unpacked.diff_id);
         if !target.exists() {
             match std::fs::rename(staging.path(), &target) {
