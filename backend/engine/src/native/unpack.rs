@@ -15,7 +15,9 @@
 //!
 //! The decompressed stream is hashed on the way through: the result is the layer's diff id,
 //! which callers check against the image config before the layer is put in place. Sizes and
-//! entry counts are bounded, and every error names the entry and the reason.
+//! entry counts are bounded, and every error names the entry and the reason. zstd layers are
+//! read with ruzstd's single-frame decoder: a multi-frame stream would hash short, so its diff
+//! id check fails (never a silently partial layer).
 
 use std::io::{BufRead, BufReader, Read};
 use std::os::fd::{AsFd, OwnedFd};
