@@ -4,11 +4,12 @@
 # busybox-static for the starter image, Docker's daemon (docker.io: dockerd, containerd, runc) for
 # the Docker backend's conformance tests, Node.js for the frontend build, Chromium for the
 # dashboard's end-to-end tests (driven by playwright-core from npm; no browser is downloaded),
-# and the npm packages.
+# and the npm packages; for the image tests: docker-registry (a real registry on 127.0.0.1),
+# skopeo (pushes test images into it) and openssl (the token-auth test's signing certificate).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-packages=(build-essential pkg-config libseccomp-dev libelf-dev zlib1g-dev busybox-static ca-certificates curl docker.io chromium)
+packages=(build-essential pkg-config libseccomp-dev libelf-dev zlib1g-dev busybox-static ca-certificates curl docker.io chromium docker-registry skopeo openssl zstd)
 command -v node >/dev/null 2>&1 || packages+=(nodejs)
 command -v npm >/dev/null 2>&1 || packages+=(npm)
 if [ -n "${PORTHOLE_EXTRA_PACKAGES:-}" ]; then

@@ -78,6 +78,16 @@ const API_ROUTES: &[(&str, &str)] = &[
     ("DELETE", "/api/terminals/x/links/y"),
     ("GET", "/api/terminals/x/ws"),
     ("GET", "/api/terminals/x/ws?offset=0"),
+    ("POST", "/api/images/pull"),
+    ("POST", "/api/images/import"),
+    ("GET", "/api/images/save?refs=busybox"),
+    ("POST", "/api/images/tag"),
+    ("GET", "/api/images/history?ref=busybox"),
+    ("POST", "/api/images/prune"),
+    ("GET", "/api/registries"),
+    ("PUT", "/api/registries/127.0.0.1:5000"),
+    ("DELETE", "/api/registries/127.0.0.1:5000"),
+    ("GET", "/api/engines"),
     ("GET", "/api/no-such-route"),
 ];
 
@@ -218,7 +228,11 @@ async fn the_openapi_document_describes_exactly_the_routes() {
 
     // Each documented operation reaches a handler; every other method is 405.
     for (path, item) in paths {
-        let uri = path.replace("{id}", "doc-check").replace("{link}", "doc-link").replace("{reference}", "doc/none");
+        let uri = path
+            .replace("{id}", "doc-check")
+            .replace("{link}", "doc-link")
+            .replace("{reference}", "doc/none")
+            .replace("{registry}", "doc-registry:5000");
         for method in ["GET", "POST", "PUT", "DELETE", "PATCH"] {
             let documented = item.get(method.to_ascii_lowercase()).is_some();
             let body = if method == "POST" { Body::from("{}") } else { Body::empty() };

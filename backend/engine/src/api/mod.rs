@@ -9,6 +9,7 @@ use std::pin::Pin;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use bytes::Bytes;
 use futures::stream::BoxStream;
 use tokio::io::AsyncWrite;
 
@@ -72,13 +73,59 @@ pub trait Monitoring: Send + Sync {
     fn events(&self) -> BoxStream<'static, Event>;
 }
 
-/// The images an engine can run.
+/// Where an image archive comes from, for [`Images::import_image`].
+pub enum ImageSource {
+    /// A file (any supported archive, optionally gzip or zstd compressed) or an OCI image
+    /// layout directory, on the engine's host.
+    Path(std::path::PathBuf),
+    /// The bytes of an archive, for example an upload.
+    Stream(BoxStream<'static, Result<Bytes>>),
+}
+
+impl std::fmt::Debug for ImageSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ImageSource::Path(p) => f.debug_tuple("Path").field(p).finish(),
+            ImageSource::Stream(_) => f.write_str("Stream(..)"),
+        }
+    }
+}
+
+/// The images an engine can run, and the registries it pulls them from.
 #[async_trait]
 pub trait Images: Send + Sync {
     async fn list_images(&self) -> Result<Vec<ImageSummary>>;
     async fn inspect_image(&self, reference: &str) -> Result<ImageDetails>;
-    /// Refused while a container uses the image, unless `force`.
+    /// Removes a tag, or (given an id, or the last tag) the image. Refused while a container
+    /// uses the image, unless `force`, which untags it and keeps what containers still need.
     async fn remove_image(&self, reference: &str, force: bool) -> Result<()>;
+    /// Pulls `reference` (`alpine`, `ghcr.io/org/app:1`, `host:5000/app@sha256:...`) from its
+    /// registry. The stream reports progress and ends with [`PullProgress::Done`], or with an
+    /// error item; dropping it cancels the pull (what was fully verified is kept and reused).
+    async fn pull_image(
+        &self,
+        reference: &str,
+        options: PullOptions,
+    ) -> Result<BoxStream<'static, Result<PullProgress>>>;
+    /// Imports `docker save` archives (legacy and OCI variants), OCI image layouts (directory or
+    /// tar) and plain root filesystem tarballs (as `docker import`); the format is detected.
+    async fn import_image(&self, source: ImageSource, options: ImportOptions) -> Result<ImportReport>;
+    /// Writes the images as one archive that `docker load` (and `import_image`) accepts.
+    async fn save_images(&self, references: &[String]) -> Result<BoxStream<'static, Result<Bytes>>>;
+    /// Adds the tag `target` to the image `source` names (moving the tag if it exists).
+    async fn tag_image(&self, source: &str, target: &str) -> Result<()>;
+    /// How the image was built, newest step first (`docker history`).
+    async fn image_history(&self, reference: &str) -> Result<Vec<ImageHistoryEntry>>;
+    /// Removes images no container uses (untagged ones only, unless `all`) and every layer
+    /// and blob no image or container needs.
+    async fn prune_images(&self, all: bool) -> Result<PruneReport>;
+    /// Stores how to reach a registry (`docker.io`, `ghcr.io`, `host:5000`): credentials (kept
+    /// encrypted, never returned) and whether it is plain HTTP.
+    async fn configure_registry(&self, registry: &str, config: RegistryConfig) -> Result<()>;
+    /// Forgets a registry's settings and credentials.
+    async fn remove_registry(&self, registry: &str) -> Result<()>;
+    /// The configured registries, without secrets.
+    async fn list_registries(&self) -> Result<Vec<RegistrySummary>>;
 }
 
 /// A complete backend: what the server holds one of per configured engine.

@@ -358,6 +358,152 @@ pub struct ImageDetails {
     pub layers: Vec<String>,
 }
 
+/// One step of `docker history`: a line of the image config's history.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ImageHistoryEntry {
+    pub created: Option<DateTime<Utc>>,
+    pub created_by: String,
+    pub comment: String,
+    /// The layer's diff id, or `None` for a step that made no layer (`ENV`, `CMD`, ...).
+    pub layer: Option<String>,
+    /// Unpacked size of that layer, in bytes.
+    pub size: u64,
+}
+
+/// How to pull an image.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PullOptions {
+    /// `os/arch[/variant]` (`linux/arm64/v8`) to pick from a multi-platform image; the
+    /// engine's own platform when `None`.
+    pub platform: Option<String>,
+    /// Credentials for this pull only; otherwise the registry's configured ones (if any).
+    pub credentials: Option<RegistryCredentials>,
+}
+
+/// Progress of a pull, one item per change, for progress bars.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "status", rename_all = "snake_case")]
+pub enum PullProgress {
+    /// The manifest is resolved (to the platform's, for a multi-platform image).
+    Resolved {
+        reference: String,
+        manifest_digest: String,
+        layers: Vec<LayerDescriptor>,
+    },
+    Layer(LayerProgress),
+    /// The image is stored and tagged.
+    Done {
+        reference: String,
+        image_id: String,
+    },
+}
+
+/// A layer as a registry serves it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LayerDescriptor {
+    /// `sha256:` of the (compressed) blob.
+    pub digest: String,
+    /// Blob size in bytes.
+    pub size: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LayerProgress {
+    pub digest: String,
+    pub phase: LayerPhase,
+    /// Bytes done of `total` in this phase (blob bytes for both downloading and extracting).
+    pub done: u64,
+    pub total: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LayerPhase {
+    /// Stored before: nothing to fetch.
+    Exists,
+    Downloading,
+    Extracting,
+    Complete,
+}
+
+/// How to import an archive.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ImportOptions {
+    /// The tag for the imported image: required for a plain root filesystem tarball to be
+    /// tagged (it carries no name), and replacing the archive's own tags otherwise.
+    pub reference: Option<String>,
+    /// For a root filesystem tarball: the default command.
+    pub cmd: Option<Vec<String>>,
+}
+
+/// Which kind of archive an import found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ArchiveFormat {
+    /// `docker save` (`manifest.json`), legacy or OCI-layout variant.
+    DockerSave,
+    /// An OCI image layout (`oci-layout`, `index.json`, `blobs/`).
+    OciLayout,
+    /// A plain root filesystem (`docker import`).
+    RootfsTarball,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImportReport {
+    pub format: ArchiveFormat,
+    pub images: Vec<ImportedImage>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImportedImage {
+    pub id: String,
+    pub tags: Vec<String>,
+}
+
+/// What `prune_images` removed.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PruneReport {
+    pub images_deleted: Vec<String>,
+    pub layers_deleted: usize,
+    /// Bytes freed: unpacked layers and stored blobs.
+    pub space_reclaimed: u64,
+}
+
+/// A user name and a password or access token for a registry. Deserialisable (it arrives in
+/// requests) but never serialised, and its `Debug` hides the secret: it can be neither logged
+/// nor returned by accident.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegistryCredentials {
+    pub username: String,
+    pub secret: String,
+}
+
+impl std::fmt::Debug for RegistryCredentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RegistryCredentials").field("username", &self.username).field("secret", &"<redacted>").finish()
+    }
+}
+
+/// How to reach one registry.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RegistryConfig {
+    /// Plain HTTP instead of HTTPS. Only for registries configured so.
+    pub insecure: bool,
+    pub credentials: Option<RegistryCredentials>,
+}
+
+/// A configured registry as the engine shows it: never the secret.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RegistrySummary {
+    pub registry: String,
+    pub insecure: bool,
+    pub username: Option<String>,
+}
+
 /// What an engine reports about itself.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EngineInfo {
@@ -391,6 +537,13 @@ mod tests {
         let err =
             serde_json::from_str::<ContainerConfig>(r#"{"image":"busybox","imgae":"x"}"#).unwrap_err().to_string();
         assert!(err.contains("imgae"), "{err}");
+    }
+
+    #[test]
+    fn registry_credentials_never_show_their_secret() {
+        let creds: RegistryCredentials = serde_json::from_str(r#"{"username":"ci","secret":"hunter2"}"#).unwrap();
+        let shown = format!("{creds:?} {:?}", RegistryConfig { insecure: false, credentials: Some(creds.clone()) });
+        assert!(shown.contains("ci") && !shown.contains("hunter2"), "{shown}");
     }
 
     #[test]

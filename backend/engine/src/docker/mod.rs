@@ -3,7 +3,8 @@
 //! go through bollard; terminal I/O (attach, exec start) uses the engine's own hijacked
 //! connections ([`stream`]) so bytes pass untouched. [`convert`] owns the mapping between the two
 //! models and of Docker's statuses to error kinds; [`starter`] builds the `busybox:latest`
-//! starter image inside a daemon from the host's busybox.
+//! starter image inside a daemon from the host's busybox; [`images`] maps pulls, imports and
+//! registry settings onto the daemon's image API.
 //!
 //! Where Docker checks less than the native engine at create time (the command exists, the user
 //! exists), this backend checks it itself against the created container's files, so a bad
@@ -11,6 +12,7 @@
 //! `docs/ENGINES.md`.
 
 mod convert;
+mod images;
 pub mod starter;
 mod stream;
 
@@ -25,10 +27,11 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bollard::query_parameters::{
-    ContainerArchiveInfoOptions, CreateContainerOptions, DownloadFromContainerOptions, EventsOptions,
-    InspectContainerOptions, KillContainerOptions, ListContainersOptions, ListImagesOptions, LogsOptions,
-    RemoveContainerOptions, RemoveImageOptions, ResizeContainerTTYOptions, ResizeExecOptions, RestartContainerOptions,
-    StatsOptions, StopContainerOptions, WaitContainerOptions,
+    ContainerArchiveInfoOptions, CreateContainerOptions, CreateImageOptions, DownloadFromContainerOptions,
+    EventsOptions, ImportImageOptions, InspectContainerOptions, KillContainerOptions, ListContainersOptions,
+    ListImagesOptions, LogsOptions, PruneImagesOptions, RemoveContainerOptions, RemoveImageOptions,
+    ResizeContainerTTYOptions, ResizeExecOptions, RestartContainerOptions, StatsOptions, StopContainerOptions,
+    TagImageOptions, WaitContainerOptions,
 };
 use bollard::Docker;
 use chrono::Utc;
@@ -38,9 +41,11 @@ use tokio::io::AsyncWrite;
 use self::convert::docker_error;
 use self::stream::Endpoint;
 use crate::api::{
-    AttachOptions, ContainerConfig, ContainerDetails, ContainerSummary, Containers, Engine, EngineError, EngineInfo,
-    ErrorKind, Event, ExecConfig, ExecDetails, ImageDetails, ImageSummary, Images, LogOptions, LogRecord, Monitoring,
-    ProcessIo, RemoveOptions, Result, Stats, StdStream, Terminals, TtySize,
+    ArchiveFormat, AttachOptions, ContainerConfig, ContainerDetails, ContainerSummary, Containers, Engine, EngineError,
+    EngineInfo, ErrorKind, Event, ExecConfig, ExecDetails, ImageDetails, ImageHistoryEntry, ImageSource, ImageSummary,
+    Images, ImportOptions, ImportReport, ImportedImage, LogOptions, LogRecord, Monitoring, ProcessIo, PruneReport,
+    PullOptions, PullProgress, RegistryConfig, RegistrySummary, RemoveOptions, Result, Stats, StdStream, Terminals,
+    TtySize,
 };
 
 /// Upper bound for the daemon to *answer* a request (streams may then run for as long as they
@@ -74,6 +79,8 @@ struct Inner {
     /// Image, command, PATH, working directory and user combinations already found runnable
     /// (see `check_runnable`).
     runnable: Mutex<HashSet<String>>,
+    /// Registry credentials for pulls, in this process's memory only (see [`images`]).
+    registries: images::Registries,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -182,6 +189,7 @@ impl DockerEngine {
                 api_version,
                 pending_execs: Mutex::new(HashMap::new()),
                 runnable: Mutex::new(HashSet::new()),
+                registries: images::Registries::default(),
             }),
         })
     }
@@ -741,6 +749,170 @@ impl Images for DockerEngine {
             .await
             .map(|_| ())
             .map_err(|e| docker_error("cannot remove the image", e))
+    }
+
+    async fn pull_image(
+        &self,
+        reference: &str,
+        options: PullOptions,
+    ) -> Result<BoxStream<'static, Result<PullProgress>>> {
+        let request =
+            images::PullRequest::new(reference, options.platform, options.credentials, &self.inner.registries)?;
+        Ok(images::pull(self.docker().clone(), request))
+    }
+
+    async fn import_image(&self, source: ImageSource, options: ImportOptions) -> Result<ImportReport> {
+        let tag = options.reference.as_deref().map(images::tag_parts).transpose()?;
+        let (path, _upload) = match source {
+            ImageSource::Path(path) => (path, None),
+            ImageSource::Stream(stream) => {
+                let spooled = images::spool(stream).await?;
+                (spooled.to_path_buf(), Some(spooled))
+            }
+        };
+        let prepare_options = options.clone();
+        let prepared = tokio::task::spawn_blocking(move || images::prepare(&path, &prepare_options))
+            .await
+            .map_err(|e| EngineError::internal("import task failed", e))??;
+        let format = prepared.format;
+        let body = images::body_stream(prepared.body);
+        let mut ids: Vec<String> = Vec::new();
+        if format == ArchiveFormat::RootfsTarball {
+            // `docker import`: the tag and the run defaults go with the request.
+            let (repo, tag) = tag.clone().unzip();
+            let request = CreateImageOptions {
+                from_src: Some("-".into()),
+                repo,
+                tag,
+                message: Some("imported from a root filesystem tarball".into()),
+                changes: images::import_changes(&options)?,
+                ..Default::default()
+            };
+            let mut messages = self.docker().create_image(Some(request), Some(bollard::body_try_stream(body)), None);
+            while let Some(message) = messages.next().await {
+                let message = message.map_err(images::archive_refused)?;
+                if let Some(id) = message.status.as_deref().map(str::trim).filter(|s| s.starts_with("sha256:")) {
+                    ids.push(id.to_string());
+                }
+            }
+        } else {
+            let request = ImportImageOptions { quiet: false, platform: None };
+            let mut messages = self.docker().import_image_stream(request, body, None);
+            while let Some(message) = messages.next().await {
+                let message = message.map_err(images::archive_refused)?;
+                for line in message.stream.as_deref().unwrap_or_default().lines() {
+                    let id = match images::loaded(line) {
+                        Some(Ok(id)) => id,
+                        Some(Err(name)) => self.inspect_image(&name).await?.summary.id,
+                        None => continue,
+                    };
+                    if !ids.contains(&id) {
+                        ids.push(id);
+                    }
+                }
+            }
+            // Older daemons may not say; the archive's configs name the images as well.
+            if ids.is_empty() {
+                ids = prepared.ids.clone();
+            }
+        }
+        if ids.is_empty() {
+            return Err(EngineError::internal(
+                "the Docker daemon did not say which image it imported",
+                std::io::Error::other("no image id in the daemon's answer"),
+            ));
+        }
+        if let (Some((repo, tag)), ArchiveFormat::DockerSave | ArchiveFormat::OciLayout) = (tag, format) {
+            let request = TagImageOptions { repo: Some(repo), tag: Some(tag) };
+            self.docker()
+                .tag_image(&ids[0], Some(request))
+                .await
+                .map_err(|e| docker_error("cannot tag the image", e))?;
+        }
+        let mut images = Vec::with_capacity(ids.len());
+        for id in ids {
+            let details = self.inspect_image(&id).await?;
+            images.push(ImportedImage { id: details.summary.id, tags: details.summary.tags });
+        }
+        Ok(ImportReport { format, images })
+    }
+
+    async fn save_images(&self, references: &[String]) -> Result<BoxStream<'static, Result<bytes::Bytes>>> {
+        if references.is_empty() {
+            return Err(EngineError::invalid("no image to save"));
+        }
+        // Unknown images fail here, not in the middle of the archive.
+        for reference in references {
+            self.inspect_image(reference).await?;
+        }
+        let names: Vec<&str> = references.iter().map(String::as_str).collect();
+        let archive = self
+            .docker()
+            .export_images(&names)
+            .map(|chunk| chunk.map_err(|e| docker_error("cannot save the images", e)));
+        Ok(archive.boxed())
+    }
+
+    async fn tag_image(&self, source: &str, target: &str) -> Result<()> {
+        let source = image_ref(source)?;
+        let (repo, tag) = images::tag_parts(target)?;
+        let request = TagImageOptions { repo: Some(repo), tag: Some(tag) };
+        self.docker().tag_image(source, Some(request)).await.map_err(|e| docker_error("cannot tag the image", e))
+    }
+
+    async fn image_history(&self, reference: &str) -> Result<Vec<ImageHistoryEntry>> {
+        let details = self.inspect_image(reference).await?;
+        let items = self
+            .docker()
+            .image_history(&details.summary.id)
+            .await
+            .map_err(|e| docker_error("cannot read the image's history", e))?;
+        Ok(images::history(items, &details.layers))
+    }
+
+    async fn prune_images(&self, all: bool) -> Result<PruneReport> {
+        // Docker lists deleted images and deleted layers alike: tell them apart by the ids of
+        // the images there were.
+        let before: std::collections::HashSet<String> = self.list_images().await?.into_iter().map(|i| i.id).collect();
+        let filters = all.then(|| HashMap::from([("dangling".to_string(), vec!["false".to_string()])]));
+        let pruned = self
+            .docker()
+            .prune_images(Some(PruneImagesOptions { filters }))
+            .await
+            .map_err(|e| docker_error("cannot prune the images", e))?;
+        let mut report =
+            PruneReport { space_reclaimed: pruned.space_reclaimed.unwrap_or(0).max(0) as u64, ..Default::default() };
+        for deleted in pruned.images_deleted.unwrap_or_default().into_iter().filter_map(|d| d.deleted) {
+            if before.contains(&deleted) {
+                report.images_deleted.push(deleted);
+            } else {
+                report.layers_deleted += 1;
+            }
+        }
+        Ok(report)
+    }
+
+    /// Kept in this process's memory and sent with each pull of that registry; plain HTTP is
+    /// the daemon's setting, so `insecure` is accepted only where the daemon already agrees.
+    async fn configure_registry(&self, registry: &str, config: RegistryConfig) -> Result<()> {
+        let name = crate::native::credentials::normalize_registry(registry)?;
+        if config.insecure {
+            let info = self.docker().info().await.map_err(|e| docker_error("cannot ask the daemon's settings", e))?;
+            if !images::daemon_treats_insecure(&info.registry_config.unwrap_or_default(), &name) {
+                return Err(EngineError::not_implemented(format!(
+                    "the Docker daemon decides which registries are plain HTTP: start it with --insecure-registry {name}"
+                )));
+            }
+        }
+        self.inner.registries.set(name, config)
+    }
+
+    async fn remove_registry(&self, registry: &str) -> Result<()> {
+        self.inner.registries.remove(registry)
+    }
+
+    async fn list_registries(&self) -> Result<Vec<RegistrySummary>> {
+        Ok(self.inner.registries.list())
     }
 }
 

@@ -3,15 +3,16 @@
 //! (whiteouts, opaque directories and symlinks confined to the image), and builds the starter
 //! image from the host's busybox-static so a fresh install without internet can run something.
 
-use std::collections::BTreeMap;
-use std::io::Write;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::io::{Read, Write};
 use std::path::{Component, Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::api::{EngineError, ImageDetails, ImageRunConfig, ImageSummary, Result};
+use crate::api::{EngineError, ImageDetails, ImageHistoryEntry, ImageRunConfig, ImageSummary, PruneReport, Result};
 
 use super::layout::{read_json, write_json_atomic};
 
@@ -26,11 +27,32 @@ pub struct OciImageConfig {
     pub architecture: String,
     #[serde(default)]
     pub os: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "lenient_time")]
     pub created: Option<DateTime<Utc>>,
     #[serde(default)]
     pub config: OciRunConfig,
     pub rootfs: OciRootfs,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub history: Vec<OciHistory>,
+}
+
+/// One line of an image config's history.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct OciHistory {
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "lenient_time")]
+    pub created: Option<DateTime<Utc>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created_by: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub comment: Option<String>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub empty_layer: bool,
+}
+
+/// A time that does not parse (configs in the wild carry odd ones) is no time, not an error.
+fn lenient_time<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Option<DateTime<Utc>>, D::Error> {
+    let text: Option<String> = Option::deserialize(d)?;
+    Ok(text.and_then(|t| DateTime::parse_from_rfc3339(&t).ok()).map(|t| t.with_timezone(&Utc)))
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -86,18 +108,108 @@ impl Image {
     }
 }
 
+/// A layer of a stored image: its diff id and, when the store kept it, the blob it came from
+/// (what `save` exports, so the layer's digest is the one the config names).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LayerRecord {
+    pub diff_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub blob: Option<BlobRecord>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BlobRecord {
+    pub digest: String,
+    pub media_type: String,
+    pub size: u64,
+}
+
+/// A directory or file under `staging/`, removed when dropped unless it was moved into place.
+#[derive(Debug)]
+pub struct Staging {
+    path: PathBuf,
+}
+
+impl Staging {
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for Staging {
+    fn drop(&mut self) {
+        match std::fs::symlink_metadata(&self.path) {
+            Ok(m) if m.is_dir() => {
+                let _ = std::fs::remove_dir_all(&self.path);
+            }
+            Ok(_) => {
+                let _ = std::fs::remove_file(&self.path);
+            }
+            Err(_) => {}
+        }
+    }
+}
+
+/// Keeps layers and blobs that an unfinished pull or import relies on safe from removal and
+/// pruning. Released when dropped.
+pub struct Lease {
+    keys: Vec<String>,
+    leases: Arc<Mutex<HashMap<String, usize>>>,
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        let mut leases = self.leases.lock().unwrap_or_else(|e| e.into_inner());
+        for key in &self.keys {
+            if let Some(n) = leases.get_mut(key) {
+                *n -= 1;
+                if *n == 0 {
+                    leases.remove(key);
+                }
+            }
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct ImageStore {
     root: PathBuf,
+    /// Serialises changes to tags, configs and layer records, and removals against commits.
+    lock: Arc<Mutex<()>>,
+    leases: Arc<Mutex<HashMap<String, usize>>>,
+    /// One download at a time per blob digest (concurrent pulls share layers).
+    fetches: Arc<Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>>,
 }
+
+/// The longest image config or manifest accepted (real ones are a few KiB).
+pub const MAX_METADATA_BYTES: u64 = 4 << 20;
 
 impl ImageStore {
     pub fn open(root: &Path) -> Result<Self> {
-        for dir in ["layers", "configs"] {
+        for dir in ["layers", "configs", "records", "blobs/sha256", "ingest", "staging"] {
             std::fs::create_dir_all(root.join(dir))
                 .map_err(|e| EngineError::internal("cannot create the image store", e))?;
         }
-        Ok(ImageStore { root: root.to_path_buf() })
+        // Whatever a crash left half-done; partial downloads in ingest/ are kept for resuming.
+        if let Ok(entries) = std::fs::read_dir(root.join("staging")) {
+            for entry in entries.flatten() {
+                drop(Staging { path: entry.path() });
+            }
+        }
+        Ok(ImageStore {
+            root: root.to_path_buf(),
+            lock: Arc::default(),
+            leases: Arc::default(),
+            fetches: Arc::default(),
+        })
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    fn guard(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.lock.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn tags_path(&self) -> PathBuf {
@@ -108,12 +220,187 @@ impl ImageStore {
         read_json(&self.tags_path()).unwrap_or_default()
     }
 
+    fn save_tags(&self, tags: &BTreeMap<String, String>) -> Result<()> {
+        write_json_atomic(&self.tags_path(), tags).map_err(|e| EngineError::internal("cannot save image tags", e))
+    }
+
     fn config_path(&self, id: &str) -> PathBuf {
         self.root.join("configs").join(format!("{}.json", hex_of(id)))
     }
 
+    fn record_path(&self, id: &str) -> PathBuf {
+        self.root.join("records").join(format!("{}.json", hex_of(id)))
+    }
+
     pub fn layer_dir(&self, diff_id: &str) -> PathBuf {
         self.root.join("layers").join(hex_of(diff_id))
+    }
+
+    /// Where the blob `digest` is kept once verified.
+    pub fn blob_path(&self, digest: &str) -> PathBuf {
+        self.root.join("blobs/sha256").join(hex_of(digest))
+    }
+
+    /// Where a download of `digest` accumulates until it is complete and verified.
+    pub fn ingest_path(&self, digest: &str) -> PathBuf {
+        self.root.join("ingest").join(format!("{}.partial", hex_of(digest)))
+    }
+
+    pub fn has_layer(&self, diff_id: &str) -> bool {
+        self.layer_dir(diff_id).is_dir()
+    }
+
+    pub fn has_blob(&self, digest: &str) -> bool {
+        self.blob_path(digest).is_file()
+    }
+
+    /// A fresh path under `staging/` (not created), removed again when the guard drops.
+    pub fn staging(&self, what: &str) -> Staging {
+        let n: u64 = rand::random();
+        Staging { path: self.root.join("staging").join(format!("{what}-{n:016x}")) }
+    }
+
+    /// Protects `keys` (diff ids and blob digests) from removal until the lease drops.
+    pub fn lease(&self, keys: impl IntoIterator<Item = String>) -> Lease {
+        let keys: Vec<String> = keys.into_iter().collect();
+        let mut leases = self.leases.lock().unwrap_or_else(|e| e.into_inner());
+        for key in &keys {
+            *leases.entry(key.clone()).or_default() += 1;
+        }
+        Lease { keys, leases: self.leases.clone() }
+    }
+
+    /// The lock that serialises downloads of one blob.
+    pub fn fetch_lock(&self, digest: &str) -> Arc<tokio::sync::Mutex<()>> {
+        let mut fetches = self.fetches.lock().unwrap_or_else(|e| e.into_inner());
+        fetches.retain(|_, lock| Arc::strong_count(lock) > 1);
+        fetches.entry(digest.to_string()).or_default().clone()
+    }
+
+    /// Moves the verified file `file` into the blob store as `digest`.
+    pub fn adopt_blob(&self, file: &Path, digest: &str) -> Result<()> {
+        check_digest(digest)?;
+        std::fs::File::open(file)
+            .and_then(|f| f.sync_all())
+            .and_then(|()| std::fs::rename(file, self.blob_path(digest)))
+            .map_err(|e| EngineError::internal("cannot store a blob", e))
+    }
+
+    /// Copies `reader` into the blob store, verifying it against `expected` when given, and
+    /// returns its digest and size, and a lease that keeps it from removal meanwhile.
+    pub fn put_blob(&self, reader: impl Read, expected: Option<&str>, what: &str) -> Result<(String, u64, Lease)> {
+        if let Some(expected) = expected {
+            check_digest(expected)?;
+        }
+        let staging = self.staging("blob");
+        let mut file =
+            std::fs::File::create(staging.path()).map_err(|e| EngineError::internal("cannot stage a blob", e))?;
+        let mut hashing = HashingReader { inner: reader, hasher: Sha256::new(), count: 0 };
+        std::io::copy(&mut hashing, &mut file).map_err(|e| EngineError::invalid(format!("cannot read {what}: {e}")))?;
+        let digest = format!("sha256:{}", hex::encode(hashing.hasher.finalize()));
+        if let Some(expected) = expected {
+            if digest != expected {
+                return Err(EngineError::invalid(format!(
+                    "{what} does not match its digest {expected} (got {digest})"
+                )));
+            }
+        }
+        // Leased before it appears, so no sweep can take it before the caller records it.
+        let lease = self.lease([digest.clone()]);
+        if !self.has_blob(&digest) {
+            file.sync_all().map_err(|e| EngineError::internal("cannot store a blob", e))?;
+            std::fs::rename(staging.path(), self.blob_path(&digest))
+                .map_err(|e| EngineError::internal("cannot store a blob", e))?;
+        }
+        Ok((digest, hashing.count, lease))
+    }
+
+    /// Unpacks the stored blob `digest` into the layer store (unless the layer exists), checks
+    /// that its diff id is `expected_diff_id` when given, and returns the diff id. `progress`
+    /// is told how many blob bytes have been read.
+    pub fn unpack_blob(
+        &self,
+        digest: &str,
+        expected_diff_id: Option<&str>,
+        progress: &mut dyn FnMut(u64),
+    ) -> Result<String> {
+        if let Some(expected) = expected_diff_id {
+            check_digest(expected)?;
+            if self.has_layer(expected) {
+                return Ok(expected.to_string());
+            }
+        }
+        let file = std::fs::File::open(self.blob_path(digest))
+            .map_err(|e| EngineError::internal(format!("cannot open the blob {}", short(digest)), e))?;
+        let staging = self.staging("layer");
+        std::fs::create_dir(staging.path()).map_err(|e| EngineError::internal("cannot stage a layer", e))?;
+        let reader = ProgressReader { inner: file, done: 0, progress };
+        let unpacked =
+            super::unpack::unpack_layer(reader, staging.path(), super::unpack::Limits::default()).map_err(|e| {
+                let message = format!("layer {}: {}", short(digest), e.message());
+                EngineError::new(e.kind(), message).with_source(e)
+            })?;
+        if let Some(expected) = expected_diff_id {
+            if unpacked.diff_id != expected {
+                return Err(EngineError::invalid(format!(
+                    "layer {} unpacks to {} but the image config says {expected}",
+                    short(digest),
+                    unpacked.diff_id
+                )));
+            }
+        }
+        // Leased before it appears (see `put_blob`); the caller leases it for longer.
+        let _lease = self.lease([unpacked.diff_id.clone()]);
+        let target = self.layer_dir(&unpacked.diff_id);
+        if !target.exists() {
+            match std::fs::rename(staging.path(), &target) {
+                Ok(()) => {}
+                // Another pull of the same layer finished first.
+                Err(_) if target.is_dir() => {}
+                Err(e) => return Err(EngineError::internal("cannot store a layer", e)),
+            }
+        }
+        Ok(unpacked.diff_id)
+    }
+
+    /// Stores an image whose layers are all in the store: its config (exactly these bytes: the
+    /// image id is their digest), its layer records, and `tags`. Returns the image id.
+    pub fn commit_image(&self, config_bytes: &[u8], layers: &[LayerRecord], tags: &[String]) -> Result<String> {
+        let config: OciImageConfig = serde_json::from_slice(config_bytes)
+            .map_err(|e| EngineError::invalid(format!("the image config is not valid: {e}")))?;
+        let diff_ids: Vec<&String> = layers.iter().map(|l| &l.diff_id).collect();
+        if config.rootfs.diff_ids.iter().collect::<Vec<_>>() != diff_ids {
+            return Err(EngineError::invalid("the image's layers do not match its config's diff ids"));
+        }
+        if layers.is_empty() {
+            return Err(EngineError::invalid("the image has no layers"));
+        }
+        for layer in layers {
+            check_digest(&layer.diff_id)?;
+            if let Some(blob) = &layer.blob {
+                check_digest(&blob.digest)?;
+            }
+            if !self.has_layer(&layer.diff_id) {
+                return Err(EngineError::internal(
+                    "cannot store the image",
+                    std::io::Error::other(format!("layer {} is missing", layer.diff_id)),
+                ));
+            }
+        }
+        let normal: Vec<String> = tags.iter().map(|t| normalize_reference(t)).collect::<Result<_>>()?;
+        let id = format!("sha256:{}", hex::encode(Sha256::digest(config_bytes)));
+        let _guard = self.guard();
+        // The record first: the config is what makes the image exist.
+        write_json_atomic(&self.record_path(&id), &layers)
+            .map_err(|e| EngineError::internal("cannot store the image", e))?;
+        write_file_atomic(&self.config_path(&id), config_bytes)
+            .map_err(|e| EngineError::internal("cannot store the image config", e))?;
+        let mut all = self.tags();
+        for tag in normal {
+            all.insert(tag, id.clone());
+        }
+        self.save_tags(&all)?;
+        Ok(id)
     }
 
     fn image_ids(&self) -> Vec<String> {
@@ -133,6 +420,31 @@ impl ImageStore {
             .map_err(|e| EngineError::internal(format!("cannot read image {}", short(id)), e))?;
         let layers = config.rootfs.diff_ids.iter().map(|d| self.layer_dir(d)).collect();
         Ok(Image { id: id.to_string(), config, layers })
+    }
+
+    /// The exact config bytes of a stored image.
+    pub fn config_bytes(&self, id: &str) -> Result<Vec<u8>> {
+        std::fs::read(self.config_path(id)).map_err(|e| EngineError::internal("cannot read the image config", e))
+    }
+
+    /// The layers of `image` with the blobs kept for them (none for images built here).
+    pub fn layer_records(&self, image: &Image) -> Vec<LayerRecord> {
+        let kept: Vec<LayerRecord> = read_json(&self.record_path(&image.id)).unwrap_or_default();
+        image
+            .config
+            .rootfs
+            .diff_ids
+            .iter()
+            .enumerate()
+            .map(|(i, diff_id)| {
+                let blob = kept
+                    .get(i)
+                    .filter(|r| &r.diff_id == diff_id)
+                    .and_then(|r| r.blob.clone())
+                    .filter(|b| self.has_blob(&b.digest));
+                LayerRecord { diff_id: diff_id.clone(), blob }
+            })
+            .collect()
     }
 
     /// Finds an image by tag (`busybox`, `busybox:1`, `docker.io/library/busybox:latest`), by
@@ -162,6 +474,11 @@ impl ImageStore {
         Err(EngineError::not_found(format!("No such image: {}", display_reference(reference))))
     }
 
+    /// Whether `reference` names a tag (as opposed to an id).
+    pub fn is_tag(&self, reference: &str) -> bool {
+        normalize_reference(reference).is_ok_and(|n| self.tags().contains_key(&n))
+    }
+
     pub fn tags_of(&self, id: &str) -> Vec<String> {
         self.tags().into_iter().filter(|(_, v)| v == id).map(|(k, _)| shorten_reference(&k)).collect()
     }
@@ -185,6 +502,39 @@ impl ImageStore {
         }
     }
 
+    /// `docker history`: the config's history, newest first, with each layer-making step
+    /// matched to its layer.
+    pub fn history(&self, image: &Image) -> Vec<ImageHistoryEntry> {
+        let mut layers = image.config.rootfs.diff_ids.iter();
+        let mut entries: Vec<ImageHistoryEntry> = image
+            .config
+            .history
+            .iter()
+            .map(|h| {
+                let layer = if h.empty_layer { None } else { layers.next().cloned() };
+                ImageHistoryEntry {
+                    created: h.created,
+                    created_by: h.created_by.clone().unwrap_or_default(),
+                    comment: h.comment.clone().unwrap_or_default(),
+                    size: layer.as_deref().map(|d| dir_size(&self.layer_dir(d))).unwrap_or(0),
+                    layer,
+                }
+            })
+            .collect();
+        // Layers the history does not mention (images built without it) still show.
+        for diff_id in layers {
+            entries.push(ImageHistoryEntry {
+                created: image.config.created,
+                created_by: String::new(),
+                comment: String::new(),
+                size: dir_size(&self.layer_dir(diff_id)),
+                layer: Some(diff_id.clone()),
+            });
+        }
+        entries.reverse();
+        entries
+    }
+
     pub fn list(&self) -> Vec<Image> {
         self.image_ids().iter().filter_map(|id| self.load(id).ok()).collect()
     }
@@ -192,25 +542,123 @@ impl ImageStore {
     /// Tags `id` as `reference`, moving the tag if it pointed elsewhere.
     pub fn tag(&self, id: &str, reference: &str) -> Result<()> {
         let normal = normalize_reference(reference)?;
+        if normal.contains('@') {
+            return Err(EngineError::invalid(format!("{reference:?} is a digest reference, not a tag")));
+        }
+        let _guard = self.guard();
         let mut tags = self.tags();
         tags.insert(normal, id.to_string());
-        write_json_atomic(&self.tags_path(), &tags).map_err(|e| EngineError::internal("cannot save image tags", e))
+        self.save_tags(&tags)
     }
 
-    /// Removes an image's tags and config, and the layers no other image uses.
-    pub fn remove(&self, image: &Image) -> Result<()> {
+    /// Removes one tag; the image stays.
+    pub fn untag(&self, reference: &str) -> Result<()> {
+        let normal = normalize_reference(reference)?;
+        let _guard = self.guard();
         let mut tags = self.tags();
-        tags.retain(|_, v| v != &image.id);
-        write_json_atomic(&self.tags_path(), &tags).map_err(|e| EngineError::internal("cannot save image tags", e))?;
-        std::fs::remove_file(self.config_path(&image.id))
-            .map_err(|e| EngineError::internal("cannot remove the image", e))?;
-        let still_used: Vec<PathBuf> = self.list().into_iter().flat_map(|i| i.layers).collect();
-        for layer in &image.layers {
-            if !still_used.contains(layer) {
-                let _ = std::fs::remove_dir_all(layer);
+        tags.remove(&normal);
+        self.save_tags(&tags)
+    }
+
+    /// Removes every tag of the image.
+    pub fn untag_all(&self, id: &str) -> Result<()> {
+        let _guard = self.guard();
+        let mut tags = self.tags();
+        tags.retain(|_, v| v != id);
+        self.save_tags(&tags)
+    }
+
+    /// Removes an image's tags and config, then the layers and blobs nothing needs any more;
+    /// `in_use` are layer directories containers still stack.
+    pub fn remove(&self, image: &Image, in_use: &HashSet<PathBuf>) -> Result<()> {
+        {
+            let _guard = self.guard();
+            let mut tags = self.tags();
+            tags.retain(|_, v| v != &image.id);
+            self.save_tags(&tags)?;
+            std::fs::remove_file(self.config_path(&image.id))
+                .map_err(|e| EngineError::internal("cannot remove the image", e))?;
+            let _ = std::fs::remove_file(self.record_path(&image.id));
+        }
+        self.sweep(in_use, false);
+        Ok(())
+    }
+
+    /// `docker image prune`: removes images no container uses (`in_use_images`) that are
+    /// untagged (or all of them with `all`), then every layer, blob and partial download that
+    /// nothing needs.
+    pub fn prune(&self, all: bool, in_use_images: &HashSet<String>, in_use_layers: &HashSet<PathBuf>) -> PruneReport {
+        let mut report = PruneReport::default();
+        {
+            let _guard = self.guard();
+            let mut tags = self.tags();
+            for id in self.image_ids() {
+                let tagged = tags.values().any(|v| v == &id);
+                if in_use_images.contains(&id) || (tagged && !all) {
+                    continue;
+                }
+                tags.retain(|_, v| v != &id);
+                if std::fs::remove_file(self.config_path(&id)).is_ok() {
+                    let _ = std::fs::remove_file(self.record_path(&id));
+                    report.images_deleted.push(id);
+                }
+            }
+            if let Err(e) = self.save_tags(&tags) {
+                tracing::warn!("prune: {}", e.detail());
             }
         }
-        Ok(())
+        let (layers, bytes) = self.sweep(in_use_layers, true);
+        report.layers_deleted = layers;
+        report.space_reclaimed = bytes;
+        report
+    }
+
+    /// Deletes layers and blobs no image, container or lease needs (and, with `partials`,
+    /// unleased partial downloads). Returns how many layers went and the bytes freed.
+    fn sweep(&self, in_use: &HashSet<PathBuf>, partials: bool) -> (usize, u64) {
+        let _guard = self.guard();
+        let images = self.list();
+        let mut needed: HashSet<String> = HashSet::new();
+        for image in &images {
+            needed.extend(image.config.rootfs.diff_ids.iter().map(|d| hex_of(d).to_string()));
+            for record in self.layer_records(image) {
+                if let Some(blob) = record.blob {
+                    needed.insert(hex_of(&blob.digest).to_string());
+                }
+            }
+        }
+        let (mut layers, mut bytes) = (0, 0);
+        let sweep_dir = |dir: PathBuf, suffix: &str, count: &mut usize, bytes: &mut u64| {
+            let Ok(entries) = std::fs::read_dir(&dir) else { return };
+            for entry in entries.flatten() {
+                let path = entry.path();
+                let name = entry.file_name().to_string_lossy().into_owned();
+                let Some(hex) = name.strip_suffix(suffix) else { continue };
+                if needed.contains(hex) || in_use.contains(&path) {
+                    continue;
+                }
+                // Checked and deleted under the lease lock: a pull that leases it meanwhile
+                // either wins (kept) or finds it gone (fetches it again).
+                let leases = self.leases.lock().unwrap_or_else(|e| e.into_inner());
+                if leases.contains_key(&format!("sha256:{hex}")) {
+                    continue;
+                }
+                let size = if path.is_dir() { dir_size(&path) } else { entry.metadata().map(|m| m.len()).unwrap_or(0) };
+                let removed = if path.is_dir() { std::fs::remove_dir_all(&path) } else { std::fs::remove_file(&path) };
+                drop(leases);
+                if removed.is_ok() {
+                    *count += 1;
+                    *bytes += size;
+                }
+            }
+        };
+        sweep_dir(self.root.join("layers"), "", &mut layers, &mut bytes);
+        let mut blobs = 0;
+        sweep_dir(self.root.join("blobs/sha256"), "", &mut blobs, &mut bytes);
+        if partials {
+            sweep_dir(self.root.join("ingest"), ".partial", &mut blobs, &mut bytes);
+        }
+        (layers, bytes)
     }
 
     /// Stores a single-layer image whose root filesystem is the directory `rootfs` (moved into
@@ -218,6 +666,7 @@ impl ImageStore {
     pub fn add_directory_image(&self, rootfs: &Path, run: OciRunConfig, reference: &str) -> Result<String> {
         let diff_id =
             format!("sha256:{}", tar_digest(rootfs).map_err(|e| EngineError::internal("cannot hash the layer", e))?);
+        let _lease = self.lease([diff_id.clone()]);
         let layer = self.layer_dir(&diff_id);
         if layer.exists() {
             let _ = std::fs::remove_dir_all(rootfs);
@@ -229,18 +678,12 @@ impl ImageStore {
             os: "linux".into(),
             created: Some(Utc::now()),
             config: run,
-            rootfs: OciRootfs { kind: "layers".into(), diff_ids: vec![diff_id] },
+            rootfs: OciRootfs { kind: "layers".into(), diff_ids: vec![diff_id.clone()] },
+            history: Vec::new(),
         };
         let bytes =
             serde_json::to_vec(&config).map_err(|e| EngineError::internal("cannot encode the image config", e))?;
-        let id = format!("sha256:{}", hex::encode(Sha256::digest(&bytes)));
-        let path = self.config_path(&id);
-        let tmp = path.with_extension("tmp");
-        std::fs::write(&tmp, &bytes)
-            .and_then(|_| std::fs::rename(&tmp, &path))
-            .map_err(|e| EngineError::internal("cannot store the image config", e))?;
-        self.tag(&id, reference)?;
-        Ok(id)
+        self.commit_image(&bytes, &[LayerRecord { diff_id, blob: None }], &[reference.to_string()])
     }
 
     /// Builds `busybox:latest` from the host's static busybox, unless it exists already.
@@ -252,20 +695,73 @@ impl ImageStore {
         let Some(busybox) = BUSYBOX_PATHS.iter().map(Path::new).find(|p| p.is_file()) else {
             return Ok(None);
         };
-        let staging = self.root.join(format!(".starter-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&staging);
-        let result = build_busybox_rootfs(busybox, &staging)
-            .map_err(|e| EngineError::internal("cannot assemble the starter image", e))
-            .and_then(|()| {
-                let run = OciRunConfig {
-                    cmd: Some(vec!["sh".into()]),
-                    env: Some(vec!["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into()]),
-                    ..Default::default()
-                };
-                self.add_directory_image(&staging, run, STARTER_IMAGE)
-            });
-        let _ = std::fs::remove_dir_all(&staging);
-        result.map(Some)
+        let staging = self.staging("starter");
+        build_busybox_rootfs(busybox, staging.path())
+            .map_err(|e| EngineError::internal("cannot assemble the starter image", e))?;
+        let run = OciRunConfig {
+            cmd: Some(vec!["sh".into()]),
+            env: Some(vec!["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into()]),
+            ..Default::default()
+        };
+        self.add_directory_image(staging.path(), run, STARTER_IMAGE).map(Some)
+    }
+}
+
+/// Refuses anything but `sha256:` and 64 lowercase hex digits: digests from archives and
+/// registries become file names.
+pub fn check_digest(digest: &str) -> Result<()> {
+    match digest.strip_prefix("sha256:") {
+        Some(hex) if hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) => Ok(()),
+        _ => Err(EngineError::invalid(format!(
+            "unsupported or malformed digest {:?} (only sha256 is supported)",
+            digest.chars().take(80).collect::<String>()
+        ))),
+    }
+}
+
+/// Writes `bytes` to `path` through a synced temporary file and a rename.
+pub fn write_file_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    let result = (|| {
+        let mut file = std::fs::File::create(&tmp)?;
+        file.write_all(bytes)?;
+        file.sync_all()?;
+        std::fs::rename(&tmp, path)
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
+
+/// Hashes and counts what is read through it.
+pub struct HashingReader<R> {
+    pub inner: R,
+    pub hasher: Sha256,
+    pub count: u64,
+}
+
+impl<R: Read> Read for HashingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.count += n as u64;
+        Ok(n)
+    }
+}
+
+struct ProgressReader<'a, R> {
+    inner: R,
+    done: u64,
+    progress: &'a mut dyn FnMut(u64),
+}
+
+impl<R: Read> Read for ProgressReader<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.done += n as u64;
+        (self.progress)(self.done);
+        Ok(n)
     }
 }
 
@@ -299,7 +795,16 @@ fn build_busybox_rootfs(busybox: &Path, dir: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
-/// The digest of a deterministic tar of `dir`: what the layer's diff id would be.
+/// Writes a deterministic tar of `dir` (what a layer built here is, byte for byte) to `out`.
+pub fn write_dir_tar(dir: &Path, out: impl Write) -> std::io::Result<()> {
+    let mut builder = tar::Builder::new(out);
+    builder.mode(tar::HeaderMode::Deterministic);
+    builder.follow_symlinks(false);
+    builder.append_dir_all(".", dir)?;
+    builder.into_inner()?.flush()
+}
+
+/// The digest of [`write_dir_tar`]'s output: the diff id of a layer built here.
 fn tar_digest(dir: &Path) -> std::io::Result<String> {
     struct HashWriter(Sha256);
     impl Write for HashWriter {
@@ -311,12 +816,9 @@ fn tar_digest(dir: &Path) -> std::io::Result<String> {
             Ok(())
         }
     }
-    let mut builder = tar::Builder::new(HashWriter(Sha256::new()));
-    builder.mode(tar::HeaderMode::Deterministic);
-    builder.follow_symlinks(false);
-    builder.append_dir_all(".", dir)?;
-    let writer = builder.into_inner()?;
-    Ok(hex::encode(writer.0.finalize()))
+    let mut hasher = HashWriter(Sha256::new());
+    write_dir_tar(dir, &mut hasher)?;
+    Ok(hex::encode(hasher.0.finalize()))
 }
 
 fn dir_size(dir: &Path) -> u64 {
@@ -348,6 +850,11 @@ pub fn host_architecture() -> &'static str {
 
 fn hex_of(id: &str) -> &str {
     id.strip_prefix("sha256:").unwrap_or(id)
+}
+
+/// The first 12 hex digits of a digest, as Docker shows ids.
+pub fn short_digest(id: &str) -> &str {
+    short(id)
 }
 
 fn short(id: &str) -> &str {

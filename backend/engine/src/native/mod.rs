@@ -1,21 +1,26 @@
 //! The native engine: runs containers on this host with youki's libcontainer, one shim process
 //! per running container (see [`shim`]). This module implements the engine interface on top of
 //! the on-disk records ([`layout`]), the shim protocol ([`client`]), the image store
-//! ([`images`]), logs ([`logs`]) and cgroup readings ([`cgroups`]).
+//! ([`images`], filled by [`registry`] pulls and [`archive`] imports), logs ([`logs`]) and
+//! cgroup readings ([`cgroups`]).
 
+pub mod archive;
 pub mod cgroups;
 pub mod client;
+pub mod credentials;
 pub mod images;
 pub mod layout;
 pub mod logs;
 pub mod names;
 pub mod protocol;
+pub mod registry;
 pub mod ring;
 pub mod rootfs;
 pub mod seccomp;
 pub mod shim;
 pub mod spec;
 mod sys;
+pub mod unpack;
 pub mod users;
 
 use std::collections::HashMap;
@@ -31,9 +36,10 @@ use tokio::sync::broadcast;
 
 use crate::api::{
     AttachOptions, ContainerConfig, ContainerDetails, ContainerStatus, ContainerSummary, Containers, Engine,
-    EngineError, EngineInfo, ErrorKind, Event, EventAction, ExecConfig, ExecDetails, ImageDetails, ImageSummary,
-    Images, LogOptions, LogRecord, Monitoring, Mount, ProcessIo, RemoveOptions, RestartPolicy, Result, Stats,
-    Terminals, TtySize,
+    EngineError, EngineInfo, ErrorKind, Event, EventAction, ExecConfig, ExecDetails, ImageDetails, ImageHistoryEntry,
+    ImageSource, ImageSummary, Images, ImportOptions, ImportReport, LogOptions, LogRecord, Monitoring, Mount,
+    ProcessIo, PruneReport, PullOptions, PullProgress, RegistryConfig, RegistrySummary, RemoveOptions, RestartPolicy,
+    Result, Stats, Terminals, TtySize,
 };
 
 use self::cgroups::{CgroupVersion, ContainerCgroup};
@@ -67,6 +73,7 @@ struct Inner {
     layout: Layout,
     shim_exe: PathBuf,
     images: ImageStore,
+    registries: credentials::RegistrySettings,
     cgroup_version: CgroupVersion,
     /// Serialises operations that allocate names or create/remove container directories.
     create_lock: tokio::sync::Mutex<()>,
@@ -115,11 +122,13 @@ impl NativeEngine {
                 Err(e) => tracing::warn!("starter image task failed: {e}"),
             }
         }
+        let registries = credentials::RegistrySettings::new(&layout.images_dir());
         let (events, _) = broadcast::channel(1024);
         let engine = NativeEngine {
             inner: Arc::new(Inner {
                 layout,
                 shim_exe: config.shim_exe,
+                registries,
                 images,
                 cgroup_version: CgroupVersion::detect(),
                 create_lock: tokio::sync::Mutex::new(()),
@@ -1060,6 +1069,17 @@ impl Monitoring for NativeEngine {
     }
 }
 
+impl NativeEngine {
+    /// The image layer directories containers stack (their `layers.json`): kept by removals.
+    fn layers_in_use(&self) -> std::collections::HashSet<PathBuf> {
+        self.records()
+            .iter()
+            .filter_map(|r| read_json::<Vec<PathBuf>>(&self.inner.layout.lower_dirs_path(&r.id)).ok())
+            .flatten()
+            .collect()
+    }
+}
+
 #[async_trait]
 impl Images for NativeEngine {
     async fn list_images(&self) -> Result<Vec<ImageSummary>> {
@@ -1076,7 +1096,12 @@ impl Images for NativeEngine {
 
     async fn remove_image(&self, reference: &str, force: bool) -> Result<()> {
         let _guard = self.inner.create_lock.lock().await;
-        let image = self.inner.images.resolve(reference)?;
+        let store = &self.inner.images;
+        let image = store.resolve(reference)?;
+        // As Docker: one of several tags only loses that tag.
+        if store.is_tag(reference) && store.tags_of(&image.id).len() > 1 {
+            return store.untag(reference);
+        }
         if let Some(user) = self.records().iter().find(|r| r.image_id == image.id) {
             let running = self.state_of(&user.id).status.is_running();
             if !force || running {
@@ -1087,8 +1112,154 @@ impl Images for NativeEngine {
                     if running { "" } else { ": remove the container or force the removal" }
                 )));
             }
+            // Forced: untagged, but kept whole for the container (pruned once it is unused).
+            return store.untag_all(&image.id);
         }
-        self.inner.images.remove(&image)
+        let in_use = self.layers_in_use();
+        let store = store.clone();
+        tokio::task::spawn_blocking(move || store.remove(&image, &in_use))
+            .await
+            .map_err(|e| EngineError::internal("image task failed", e))?
+    }
+
+    async fn pull_image(
+        &self,
+        reference: &str,
+        options: PullOptions,
+    ) -> Result<futures::stream::BoxStream<'static, Result<PullProgress>>> {
+        registry::pull(self.inner.images.clone(), &self.inner.registries, reference, options)
+    }
+
+    async fn import_image(&self, source: ImageSource, options: ImportOptions) -> Result<ImportReport> {
+        let store = self.inner.images.clone();
+        let (local, _spooled) = match source {
+            ImageSource::Path(path) if path.is_dir() => (archive::LocalSource::Dir(path), None),
+            ImageSource::Path(path) => (archive::LocalSource::File(path), None),
+            ImageSource::Stream(mut stream) => {
+                use tokio::io::AsyncWriteExt;
+                let spool = store.staging("import");
+                let io = |e| EngineError::internal("cannot receive the archive", e);
+                let mut file = tokio::fs::File::create(spool.path()).await.map_err(io)?;
+                while let Some(chunk) = stream.next().await {
+                    file.write_all(&chunk?).await.map_err(io)?;
+                }
+                file.flush().await.map_err(io)?;
+                (archive::LocalSource::File(spool.path().to_path_buf()), Some(spool))
+            }
+        };
+        tokio::task::spawn_blocking(move || archive::import(&store, local, &options))
+            .await
+            .map_err(|e| EngineError::internal("import task failed", e))?
+    }
+
+    async fn save_images(
+        &self,
+        references: &[String],
+    ) -> Result<futures::stream::BoxStream<'static, Result<bytes::Bytes>>> {
+        let store = self.inner.images.clone();
+        if references.is_empty() {
+            return Err(EngineError::invalid("no image to save"));
+        }
+        let mut images: Vec<(images::Image, Vec<String>)> = Vec::new();
+        for reference in references {
+            let image = store.resolve(reference)?;
+            // As Docker: saved by tag, the archive carries that tag; saved by id, none.
+            let tag = store.is_tag(reference).then(|| reference.clone());
+            match images.iter_mut().find(|(i, _)| i.id == image.id) {
+                Some((_, tags)) => tags.extend(tag),
+                None => images.push((image, tag.into_iter().collect())),
+            }
+        }
+        let (tx, rx) = tokio::sync::mpsc::channel::<Result<bytes::Bytes>>(16);
+        tokio::task::spawn_blocking(move || {
+            let mut writer = archive_stream::ChannelWriter::new(tx.clone());
+            let result = archive::save(&store, &images, &mut writer).and_then(|()| {
+                writer.finish().map_err(|e| EngineError::unavailable("the archive could not be written").with_source(e))
+            });
+            if let Err(e) = result {
+                let _ = tx.blocking_send(Err(e));
+            }
+        });
+        Ok(tokio_stream::wrappers::ReceiverStream::new(rx).boxed())
+    }
+
+    async fn tag_image(&self, source: &str, target: &str) -> Result<()> {
+        let image = self.inner.images.resolve(source)?;
+        self.inner.images.tag(&image.id, target)
+    }
+
+    async fn image_history(&self, reference: &str) -> Result<Vec<ImageHistoryEntry>> {
+        let image = self.inner.images.resolve(reference)?;
+        Ok(self.inner.images.history(&image))
+    }
+
+    async fn prune_images(&self, all: bool) -> Result<PruneReport> {
+        let _guard = self.inner.create_lock.lock().await;
+        let images_in_use = self.records().into_iter().map(|r| r.image_id).collect();
+        let layers_in_use = self.layers_in_use();
+        let store = self.inner.images.clone();
+        tokio::task::spawn_blocking(move || store.prune(all, &images_in_use, &layers_in_use))
+            .await
+            .map_err(|e| EngineError::internal("prune task failed", e))
+    }
+
+    async fn configure_registry(&self, registry: &str, config: RegistryConfig) -> Result<()> {
+        self.inner.registries.set(registry, config)
+    }
+
+    async fn remove_registry(&self, registry: &str) -> Result<()> {
+        self.inner.registries.remove(registry)
+    }
+
+    async fn list_registries(&self) -> Result<Vec<RegistrySummary>> {
+        self.inner.registries.list()
+    }
+}
+
+/// A `Write` that hands what is written to an async reader in chunks.
+mod archive_stream {
+    use std::io::Write;
+
+    use crate::api::Result;
+
+    const CHUNK: usize = 256 << 10;
+
+    pub struct ChannelWriter {
+        buffer: Vec<u8>,
+        tx: tokio::sync::mpsc::Sender<Result<bytes::Bytes>>,
+    }
+
+    impl ChannelWriter {
+        pub fn new(tx: tokio::sync::mpsc::Sender<Result<bytes::Bytes>>) -> Self {
+            ChannelWriter { buffer: Vec::with_capacity(CHUNK), tx }
+        }
+
+        fn send(&mut self) -> std::io::Result<()> {
+            if self.buffer.is_empty() {
+                return Ok(());
+            }
+            let chunk = bytes::Bytes::from(std::mem::replace(&mut self.buffer, Vec::with_capacity(CHUNK)));
+            // The reader went away: stop writing the archive.
+            self.tx.blocking_send(Ok(chunk)).map_err(|_| std::io::Error::from(std::io::ErrorKind::BrokenPipe))
+        }
+
+        pub fn finish(mut self) -> std::io::Result<()> {
+            self.send()
+        }
+    }
+
+    impl Write for ChannelWriter {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.buffer.extend_from_slice(buf);
+            if self.buffer.len() >= CHUNK {
+                self.send()?;
+            }
+            Ok(buf.len())
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
     }
 }
 

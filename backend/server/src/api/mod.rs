@@ -21,6 +21,7 @@ use porthole_engine::Engine;
 
 use crate::AppState;
 
+mod images;
 mod streams;
 pub mod terminals;
 
@@ -88,6 +89,13 @@ pub fn status_of(kind: ErrorKind) -> StatusCode {
 
 impl From<EngineError> for ApiError {
     fn from(err: EngineError) -> Self {
+        ApiError::from_engine(&err)
+    }
+}
+
+impl ApiError {
+    /// The client's view of an engine error (also for errors inside streams).
+    pub fn from_engine(err: &EngineError) -> Self {
         let kind = err.kind();
         let message = if kind == ErrorKind::Internal {
             tracing::error!("engine: {}", err.detail());
@@ -106,9 +114,16 @@ impl From<JsonRejection> for ApiError {
     }
 }
 
+impl ApiError {
+    /// `{"error": {"kind", "message"}}`.
+    pub fn body(&self) -> serde_json::Value {
+        json!({ "error": { "kind": self.kind, "message": self.message } })
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.status, Json(json!({ "error": { "kind": self.kind, "message": self.message } }))).into_response()
+        (self.status, Json(self.body())).into_response()
     }
 }
 
@@ -128,8 +143,7 @@ pub fn routes() -> Router<AppState> {
         .route("/api/containers/{id}/kill", post(kill_container))
         .route("/api/containers/{id}/wait", post(wait_container))
         .route("/api/containers/{id}/stats", get(container_stats))
-        .route("/api/images", get(list_images))
-        .route("/api/images/{*reference}", get(inspect_image).delete(remove_image))
+        .merge(images::routes())
         .merge(terminals::routes())
         .merge(streams::routes())
         .fallback(|| async {
@@ -351,35 +365,6 @@ async fn remove_container(
 
 async fn container_stats(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<Response> {
     Ok(Json(on(&state, &id).await?.stats(&id).await?).into_response())
-}
-
-async fn list_images(State(state): State<AppState>, Query(q): Query<EngineQuery>) -> ApiResult<Response> {
-    Ok(Json(engine_named(&state, &q)?.list_images().await?).into_response())
-}
-
-async fn inspect_image(
-    State(state): State<AppState>,
-    Path(reference): Path<String>,
-    Query(q): Query<EngineQuery>,
-) -> ApiResult<Response> {
-    Ok(Json(engine_named(&state, &q)?.inspect_image(&reference).await?).into_response())
-}
-
-#[derive(Debug, Deserialize)]
-struct RemoveImageQuery {
-    #[serde(default)]
-    force: bool,
-    engine: Option<String>,
-}
-
-async fn remove_image(
-    State(state): State<AppState>,
-    Path(reference): Path<String>,
-    Query(q): Query<RemoveImageQuery>,
-) -> ApiResult<StatusCode> {
-    let (_, engine) = state.engines.get(q.engine.as_deref())?;
-    engine.remove_image(&reference, q.force).await?;
-    Ok(StatusCode::NO_CONTENT)
 }
 
 #[cfg(test)]
