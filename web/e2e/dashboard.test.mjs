@@ -203,14 +203,23 @@ test("a viewer link shows the same screen, earlier output included, and the view
   await shot(guestPage, "05-terminal-viewer");
 });
 
-test("the owner grants writing and the guest's command runs; taking it back stops it again", async () => {
-  await ownerPage.locator(".person[data-role=viewer] button[data-action=grant]").click();
+test("the guest asks to type, the owner grants it and the guest's command runs; taking it back stops it again", async () => {
+  await guestPage.click("button[data-action=request-control]");
+  const request = ownerPage.locator(".control-request", { hasText: "guest asks to type" });
+  await request.waitFor();
+  await shot(ownerPage, "05b-control-request");
+  await request.locator("button[data-action=grant-request]").click();
   await guestPage.locator("[data-testid=terminal-banner]").waitFor({ state: "hidden" });
-  await guestPage.locator(".person .me").locator("xpath=..").and(guestPage.locator("[data-role=writer]")).waitFor();
+  await guestPage.locator(".person[data-role=writer]", { has: guestPage.locator(".me") }).waitFor();
   await typeInTerminal(guestPage, "echo guest-$((2+3))");
   await waitForScreen(ownerPage, "guest-5");
   await waitForScreen(guestPage, "guest-5");
 
+  await ownerPage.locator(".person[data-role=writer] button[data-action=revoke]").click();
+  await guestPage.locator("[data-testid=terminal-banner]", { hasText: "You are a viewer" }).waitFor();
+  // The presence bar's own button grants too.
+  await ownerPage.locator(".person[data-role=viewer] button[data-action=grant]").click();
+  await guestPage.locator("[data-testid=terminal-banner]").waitFor({ state: "hidden" });
   await ownerPage.locator(".person[data-role=writer] button[data-action=revoke]").click();
   await guestPage.locator("[data-testid=terminal-banner]", { hasText: "You are a viewer" }).waitFor();
 });
