@@ -159,7 +159,14 @@ export class TerminalView {
 
   private loadRenderer(): void {
     // WebGL draws large outputs far faster; without it (no GPU, blocked, context lost) xterm's
-    // DOM renderer takes over.
+    // DOM renderer takes over. Touch screens (phones, for watching) get the DOM renderer
+    // outright: throughput matters little there, and WebGL drew nothing in our runs of
+    // Chromium's software GL at a phone's pixel ratio.
+    if (matchMedia("(pointer: coarse)").matches) {
+      this.renderer = "dom";
+      this.element.dataset["renderer"] = this.renderer;
+      return;
+    }
     try {
       const webgl = new WebglAddon();
       webgl.onContextLoss(() => {
