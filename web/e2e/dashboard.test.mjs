@@ -289,6 +289,15 @@ test("the logs tab shows what a container prints, live", async () => {
   await ownerPage.click("#tab-stats");
   await ownerPage.locator("figure.chart figcaption", { hasText: /CPU: \d/ }).waitFor();
   await shot(ownerPage, "07-container-stats");
+  // A shell in the container, in a tab of the page.
+  await ownerPage.click("#tab-terminals");
+  await ownerPage.click("button[data-action=new-shell]");
+  await ownerPage.locator(".term-tab[aria-selected=true]").waitFor();
+  await ownerPage.locator("[data-testid=terminal-status]", { hasText: "Connected" }).waitFor();
+  await typeInTerminal(ownerPage, "echo tab-$((3*3))");
+  await waitForScreen(ownerPage, "tab-9");
+  await shot(ownerPage, "07b-container-terminal-tab");
+
   await ownerPage.click("#tab-overview");
   await ownerPage.locator("dl.facts dd", { hasText: "tick-$i" }).waitFor();
   await shot(ownerPage, "08-container-overview");
