@@ -185,11 +185,20 @@ test("a viewer link shows the same screen, earlier output included, and the view
   guest = await browser.newContext({ viewport: { width: 1000, height: 700 } });
   guest.setDefaultTimeout(WAIT);
   guestPage = watch(await guest.newPage(), "guest");
+  // This browser has no WebGL: the terminal must fall back to xterm's DOM renderer.
+  await guestPage.addInitScript(() => {
+    const getContext = HTMLCanvasElement.prototype.getContext;
+    HTMLCanvasElement.prototype.getContext = function (kind, ...rest) {
+      return String(kind).startsWith("webgl") ? null : getContext.call(this, kind, ...rest);
+    };
+  });
   await guestPage.goto(shareUrl);
   assert.equal(new URL(guestPage.url()).pathname, new URL(shareUrl).pathname, "the guest stays on the terminal page");
   await waitForScreen(guestPage, "hello-42");
   await guestPage.locator("[data-testid=terminal-banner]", { hasText: "You are a viewer" }).waitFor();
   assert.equal(await guestPage.locator("nav").count(), 0, "a guest sees no navigation");
+  assert.equal(await guestPage.locator(".terminal-view").getAttribute("data-renderer"), "dom");
+  assert.equal(await ownerPage.locator(".terminal-view").getAttribute("data-renderer"), "webgl");
 
   // The owner sees the guest arrive as a viewer.
   await ownerPage.locator(".person[data-role=viewer]", { hasText: "guest" }).waitFor();
@@ -203,14 +212,23 @@ test("a viewer link shows the same screen, earlier output included, and the view
   await shot(guestPage, "05-terminal-viewer");
 });
 
-test("the owner grants writing and the guest's command runs; taking it back stops it again", async () => {
-  await ownerPage.locator(".person[data-role=viewer] button[data-action=grant]").click();
+test("the guest asks to type, the owner grants it and the guest's command runs; taking it back stops it again", async () => {
+  await guestPage.click("button[data-action=request-control]");
+  const request = ownerPage.locator(".control-request", { hasText: "guest asks to type" });
+  await request.waitFor();
+  await shot(ownerPage, "05b-control-request");
+  await request.locator("button[data-action=grant-request]").click();
   await guestPage.locator("[data-testid=terminal-banner]").waitFor({ state: "hidden" });
-  await guestPage.locator(".person .me").locator("xpath=..").and(guestPage.locator("[data-role=writer]")).waitFor();
+  await guestPage.locator(".person[data-role=writer]", { has: guestPage.locator(".me") }).waitFor();
   await typeInTerminal(guestPage, "echo guest-$((2+3))");
   await waitForScreen(ownerPage, "guest-5");
   await waitForScreen(guestPage, "guest-5");
 
+  await ownerPage.locator(".person[data-role=writer] button[data-action=revoke]").click();
+  await guestPage.locator("[data-testid=terminal-banner]", { hasText: "You are a viewer" }).waitFor();
+  // The presence bar's own button grants too.
+  await ownerPage.locator(".person[data-role=viewer] button[data-action=grant]").click();
+  await guestPage.locator("[data-testid=terminal-banner]").waitFor({ state: "hidden" });
   await ownerPage.locator(".person[data-role=writer] button[data-action=revoke]").click();
   await guestPage.locator("[data-testid=terminal-banner]", { hasText: "You are a viewer" }).waitFor();
 });
@@ -225,6 +243,27 @@ test("the terminal reconnects by itself after a dropped connection, keeping its 
   const text = await screen(ownerPage);
   // Output from before the drop appears once: the resume neither lost nor repeated bytes.
   assert.equal(text.split("hello-42").length - 1, 1, `earlier output is missing or repeated after the resume:\n${text}`);
+});
+
+test("on a phone the shared screen shows smaller, with the special keys", async () => {
+  const phone = await browser.newContext({ viewport: { width: 390, height: 844 }, isMobile: true, hasTouch: true, deviceScaleFactor: 2 });
+  phone.setDefaultTimeout(WAIT);
+  try {
+    const page = watch(await phone.newPage(), "phone");
+    await page.goto(shareUrl);
+    await waitForScreen(page, "hello-42");
+    await page.locator(".key-row button[data-key=Esc]").waitFor();
+    await page.locator(".key-row button[data-key=Ctrl]").waitFor();
+    assert.equal(await page.locator(".terminal-view").getAttribute("data-renderer"), "dom", "touch screens draw with the DOM renderer");
+    // The owner's wide screen is shown smaller (down to a readable minimum; the rest pans).
+    const fontSize = await page.evaluate(() => window.portholeTerminals[0].term.options.fontSize);
+    assert.ok(fontSize < 14, `the font did not shrink for the phone (${fontSize})`);
+    // Let the renderer draw the new font size before the picture is taken.
+    await page.evaluate(() => new Promise((r) => requestAnimationFrame(() => requestAnimationFrame(r))));
+    await shot(page, "11-phone-viewer");
+  } finally {
+    await phone.close();
+  }
 });
 
 test("the logs tab shows what a container prints, live", async () => {
@@ -250,6 +289,15 @@ test("the logs tab shows what a container prints, live", async () => {
   await ownerPage.click("#tab-stats");
   await ownerPage.locator("figure.chart figcaption", { hasText: /CPU: \d/ }).waitFor();
   await shot(ownerPage, "07-container-stats");
+  // A shell in the container, in a tab of the page.
+  await ownerPage.click("#tab-terminals");
+  await ownerPage.click("button[data-action=new-shell]");
+  await ownerPage.locator(".term-tab[aria-selected=true]").waitFor();
+  await ownerPage.locator("[data-testid=terminal-status]", { hasText: "Connected" }).waitFor();
+  await typeInTerminal(ownerPage, "echo tab-$((3*3))");
+  await waitForScreen(ownerPage, "tab-9");
+  await shot(ownerPage, "07b-container-terminal-tab");
+
   await ownerPage.click("#tab-overview");
   await ownerPage.locator("dl.facts dd", { hasText: "tick-$i" }).waitFor();
   await shot(ownerPage, "08-container-overview");

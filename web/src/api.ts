@@ -85,6 +85,20 @@ export interface ContainerSummary {
   created: string;
   state: ContainerState;
   labels: Record<string, string>;
+  /** The engine it lives on, and whether that engine answers (a down one's are last known). */
+  engine?: string;
+  engine_available?: boolean;
+}
+
+/** One engine of the server (`GET /api/engines`). */
+export interface EngineStatus {
+  name: string;
+  backend: string;
+  address: string;
+  available: boolean;
+  error: string | null;
+  since: string;
+  default: boolean;
 }
 
 export interface ContainerDetails {

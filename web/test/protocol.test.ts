@@ -13,6 +13,7 @@ test("parses every server control message", () => {
   assert.deepEqual(parseServerMessage('{"type":"exit","code":null}'), { type: "exit", code: null });
   assert.deepEqual(parseServerMessage('{"type":"exit","code":2}'), { type: "exit", code: 2 });
   assert.deepEqual(parseServerMessage('{"type":"closed","reason":"revoked"}'), { type: "closed", reason: "revoked" });
+  assert.deepEqual(parseServerMessage('{"type":"control_request","client":4,"name":"Ada"}'), { type: "control_request", client: 4, name: "Ada" });
   assert.deepEqual(parseServerMessage('{"type":"error","code":"forbidden","message":"viewers cannot type"}'), { type: "error", code: "forbidden", message: "viewers cannot type" });
   assert.deepEqual(parseServerMessage('{"type":"presence","clients":[{"client":1,"name":"admin","role":"owner","via_link":false}]}'), {
     type: "presence",
@@ -31,6 +32,7 @@ test("client messages are the JSON the server expects", () => {
   assert.equal(encodeClientMessage({ type: "ack", offset: 42 }), '{"type":"ack","offset":42}');
   assert.equal(encodeClientMessage({ type: "set_role", client: 7, role: "writer" }), '{"type":"set_role","client":7,"role":"writer"}');
   assert.equal(encodeClientMessage({ type: "resize", rows: 24, cols: 80 }), '{"type":"resize","rows":24,"cols":80}');
+  assert.equal(encodeClientMessage({ type: "request_control" }), '{"type":"request_control"}');
 });
 
 test("offsets count from hello: received tracks arrivals, drawn tracks the renderer", () => {

@@ -221,6 +221,26 @@ async fn clients_share_one_screen_and_only_writers_type() {
 }
 
 #[tokio::test]
+async fn viewers_ask_the_owner_for_control_at_most_every_few_seconds() {
+    let s = server(&[]).await;
+    let (container, terminal) = s.shell_terminal().await;
+    let mut owner = Client::connect(&s, &terminal, Auth::Token(&s.owner), "").await;
+    let mut viewer = Client::connect(&s, &terminal, Auth::Token(&s.other), "").await;
+
+    viewer.send_json(json!({"type": "request_control"})).await;
+    let request = owner.next_control("control_request").await;
+    assert_eq!(request["client"], viewer.id(), "{request}");
+    assert_eq!(request["name"], "second person", "{request}");
+    // Asking again at once is refused (the owner's screen is not flooded).
+    viewer.send_json(json!({"type": "request_control"})).await;
+    assert_eq!(viewer.next_control("error").await["code"], "invalid");
+    // Those who can type have nothing to ask for.
+    owner.send_json(json!({"type": "request_control"})).await;
+    assert_eq!(owner.next_control("error").await["code"], "invalid");
+    s.cleanup(&container).await;
+}
+
+#[tokio::test]
 async fn late_joiners_and_reconnects_get_exactly_the_missing_bytes() {
     let s = server(&[]).await;
     let (container, terminal) = s.shell_terminal().await;

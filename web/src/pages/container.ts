@@ -101,6 +101,10 @@ export function containerPage(): void {
     () => {},
   );
   void load();
+  // "Up 5 minutes" keeps counting without a reload.
+  window.setInterval(() => {
+    if (details) state.textContent = describeState(details.state, Date.now());
+  }, 10_000);
 }
 
 function renderOverview(panel: HTMLElement, c: ContainerDetails): void {

@@ -1,7 +1,7 @@
 // The containers list (`/`): live from the event stream, with CPU and memory at a glance,
 // search and a state filter, and per-row actions (removal asks first).
 
-import { api, describeError, type ContainerSummary, type Stats } from "../api.ts";
+import { api, describeError, type ContainerSummary, type EngineStatus, type Stats } from "../api.ts";
 import { busy, byId, confirmDialog, h, notify, replace } from "../dom.ts";
 import { formatBytes, formatPercent, shortId } from "../format.ts";
 import { cpuPercent, describeState, matchesFilter, sortContainers, type StatusFilter } from "../models/containers.ts";
@@ -15,11 +15,24 @@ export function containersPage(): void {
   const filter = byId<HTMLSelectElement>("container-filter");
   const status = byId("containers-status");
   const live = byId("live-state");
+  const enginesNote = byId("engines-status");
+  let engines: EngineStatus[] = [];
   let containers: ContainerSummary[] = [];
   let loaded = false;
   const stats = new Map<string, { previous?: Stats; current?: Stats }>();
 
   search.value = new URLSearchParams(location.search).get("q") ?? "";
+
+  /** Engines matter on screen only when there are several, or one is down. */
+  async function loadEngines(): Promise<void> {
+    try {
+      engines = await api<EngineStatus[]>("/api/engines");
+    } catch {
+      engines = [];
+    }
+    const down = engines.filter((e) => !e.available);
+    notify(enginesNote, down.map((e) => `Engine ${e.name} is unavailable${e.error ? `: ${e.error}` : ""}; its containers are shown as last known.`).join(" "));
+  }
 
   async function load(): Promise<void> {
     try {
@@ -91,16 +104,18 @@ export function containersPage(): void {
         if (ok) await api(`${path}?force=${running}`, { method: "DELETE" });
       }, "danger"),
     );
-    const stateText = describeState(c.state, now);
+    const reachable = c.engine_available !== false;
+    const stateText = reachable ? describeState(c.state, now) : `${describeState(c.state, now)} (engine unavailable)`;
     const cpuText = running && cpu !== null ? formatPercent(cpu) : "–";
     const memoryText = running && memory !== undefined ? formatBytes(memory) : "–";
-    const signature = [c.name, c.image, c.state.status, stateText, cpuText, memoryText].join("\u0000");
+    const signature = [c.name, c.image, c.engine, c.state.status, stateText, cpuText, memoryText, engines.length].join("\u0000");
+    for (const button of actions) button.disabled = !reachable;
     return h(
       "tr",
       { "data-id": c.id, "data-name": c.name, "data-status": c.state.status, "data-signature": signature },
       h("td", {}, h("a", { href: `/containers/${encodeURIComponent(c.id)}`, class: "name" }, c.name), h("div", { class: "sub mono" }, shortId(c.id))),
       h("td", {}, h("span", { class: `state state-${c.state.status}` }, c.state.status)),
-      h("td", { class: "mono" }, c.image),
+      h("td", { class: "mono" }, c.image, engines.length > 1 && c.engine ? h("div", { class: "sub" }, `on ${c.engine}`) : null),
       h("td", {}, stateText),
       h("td", { class: "num" }, cpuText),
       h("td", { class: "num" }, memoryText),
@@ -109,7 +124,7 @@ export function containersPage(): void {
   }
 
   async function pollStats(): Promise<void> {
-    const running = containers.filter((c) => c.state.status === "running").slice(0, 50);
+    const running = containers.filter((c) => c.state.status === "running" && c.engine_available !== false).slice(0, 50);
     await Promise.all(
       running.map(async (c) => {
         try {
@@ -145,8 +160,9 @@ export function containersPage(): void {
       live.dataset["state"] = connected ? "ok" : "busy";
       if (connected) void load();
     },
+    () => void loadEngines().then(load),
   );
-  void load();
+  void loadEngines().then(load);
   window.setInterval(() => void pollStats(), STATS_EVERY_MS);
   window.setInterval(render, 30_000);
 }

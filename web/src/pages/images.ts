@@ -2,7 +2,7 @@
 // offers to force when containers use the image), pulls with a progress bar per layer, and
 // imports of a `docker save` or rootfs tarball with upload progress.
 
-import { api, describeError, errorFromBody, ApiError, type ImageSummary } from "../api.ts";
+import { api, describeError, errorFromBody, ApiError, type EngineStatus, type ImageSummary } from "../api.ts";
 import { busy, byId, confirmDialog, h, notify, replace } from "../dom.ts";
 import { formatBytes, shortId } from "../format.ts";
 import { PullProgress, SseParser, type LayerProgress } from "../models/pull.ts";
@@ -10,10 +10,12 @@ import { PullProgress, SseParser, type LayerProgress } from "../models/pull.ts";
 export function imagesPage(): void {
   const rows = byId<HTMLTableSectionElement>("image-rows");
   const status = byId("images-status");
+  const engine = byId<HTMLSelectElement>("images-engine");
+  const engineQuery = () => (engine.value ? `engine=${encodeURIComponent(engine.value)}` : "");
 
   async function load(): Promise<void> {
     try {
-      const images = await api<ImageSummary[]>("/api/images");
+      const images = await api<ImageSummary[]>(`/api/images?${engineQuery()}`);
       if (images.length === 0) {
         replace(rows, h("tr", { class: "empty" }, h("td", { colspan: 5 }, "No images. Pull one above, or import a tarball.")));
         return;
@@ -32,11 +34,11 @@ export function imagesPage(): void {
       void busy(remove, rowStatus, async () => {
         if (!(await confirmDialog(`Remove ${name}?`, "Its layers are deleted unless another image shares them.", "Remove"))) return;
         try {
-          await api(`/api/images/${encodeURIComponent(name)}`, { method: "DELETE" });
+          await api(`/api/images/${encodeURIComponent(name)}?${engineQuery()}`, { method: "DELETE" });
         } catch (error) {
           if (!(error instanceof ApiError) || error.status !== 409) throw error;
           if (!(await confirmDialog("The image is in use", `${error.message}. Remove it anyway? The containers keep running from their layers.`, "Remove anyway"))) return;
-          await api(`/api/images/${encodeURIComponent(name)}?force=true`, { method: "DELETE" });
+          await api(`/api/images/${encodeURIComponent(name)}?force=true&${engineQuery()}`, { method: "DELETE" });
         }
         await load();
       }),
@@ -54,7 +56,17 @@ export function imagesPage(): void {
 
   wirePull(load);
   wireImport(load);
-  void load();
+  engine.addEventListener("change", () => void load());
+  void api<EngineStatus[]>("/api/engines")
+    .then((engines) => {
+      if (engines.length > 1) {
+        const ordered = [...engines].sort((a, b) => Number(b.default) - Number(a.default));
+        replace(engine, ...ordered.map((e) => h("option", { value: e.name }, `${e.name} (${e.backend})`)));
+        byId("images-engine-field").hidden = false;
+      }
+    })
+    .catch(() => {})
+    .finally(() => void load());
 }
 
 function wirePull(reload: () => Promise<void>): void {

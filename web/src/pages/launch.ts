@@ -1,7 +1,7 @@
 // The launch form (`/launch`): the images present to pick from, sensible defaults (one click
 // runs a shell in busybox), and a launched container that opens straight into its terminal.
 
-import { api, describeError, type ImageSummary, type TerminalInfo } from "../api.ts";
+import { api, describeError, type EngineStatus, type ImageSummary, type TerminalInfo } from "../api.ts";
 import { byId, h, notify, replace } from "../dom.ts";
 import { buildConfig, DEFAULT_LAUNCH, FieldError, type LaunchForm } from "../models/launch.ts";
 
@@ -27,11 +27,28 @@ export function launchPage(): void {
   restart.addEventListener("change", () => (retries.hidden = restart.value !== "on-failure"));
   retries.hidden = true;
 
-  void api<ImageSummary[]>("/api/images")
-    .then((list) => replace(images, ...list.flatMap((image) => image.tags).sort().map((tag) => h("option", { value: tag }))))
-    .catch(() => {
-      // The field still takes any reference.
-    });
+  const engine = byId<HTMLSelectElement>("launch-engine");
+  const engineField = byId("launch-engine-field");
+  const engineQuery = () => (engine.value ? `engine=${encodeURIComponent(engine.value)}` : "");
+
+  /** The images present on the chosen engine, as suggestions (the field takes any reference). */
+  function loadImages(): void {
+    void api<ImageSummary[]>(`/api/images?${engineQuery()}`)
+      .then((list) => replace(images, ...list.flatMap((image) => image.tags).sort().map((tag) => h("option", { value: tag }))))
+      .catch(() => replace(images));
+  }
+  // With several engines, the user picks one (the default first); with one, nothing to pick.
+  void api<EngineStatus[]>("/api/engines")
+    .then((engines) => {
+      if (engines.length > 1) {
+        const ordered = [...engines].sort((a, b) => Number(b.default) - Number(a.default));
+        replace(engine, ...ordered.map((e) => h("option", { value: e.name, disabled: !e.available }, `${e.name} (${e.backend}${e.available ? "" : ", unavailable"})`)));
+        engineField.hidden = false;
+      }
+    })
+    .catch(() => {})
+    .finally(loadImages);
+  engine.addEventListener("change", loadImages);
 
   function read(): LaunchForm {
     const values = {} as Record<string, string | boolean>;
@@ -71,7 +88,7 @@ export function launchPage(): void {
 
   async function launch(config: Record<string, unknown>, values: LaunchForm): Promise<void> {
     notify(status, "Creating and starting the container…", "busy");
-    const { id } = await api<{ id: string }>("/api/containers?start=true", { method: "POST", body: config });
+    const { id } = await api<{ id: string }>(`/api/containers?start=true&${engineQuery()}`, { method: "POST", body: config });
     if (values.tty || values.interactive) {
       notify(status, "Started; opening its terminal…", "busy");
       const terminal = await api<TerminalInfo>(`/api/containers/${encodeURIComponent(id)}/terminals`, { method: "POST", body: { kind: "attach" } });

@@ -79,7 +79,8 @@ export class StatsView {
       const cpus = Math.max(1, stats.online_cpus);
       this.cpuChart.update(this.cpu.points, 100, `${this.cpu.last === undefined ? "–" : formatPercent(this.cpu.last)} (100% = one CPU, ${cpus} online)`);
       const limit = stats.memory_limit_bytes;
-      this.memoryChart.update(this.memory.points, limit ?? 0, `${formatBytes(stats.memory_bytes)}${limit ? ` of ${formatBytes(limit)}` : ", no limit"}`);
+      // Against its limit when there is one; otherwise with headroom over the largest reading.
+      this.memoryChart.update(this.memory.points, limit ?? Math.max(...this.memory.points) * 1.25, `${formatBytes(stats.memory_bytes)}${limit ? ` of ${formatBytes(limit)}` : ", no limit"}`);
       this.pids.textContent = `Processes: ${stats.pids}${stats.pids_limit ? ` (limit ${stats.pids_limit})` : ""}`;
       notify(this.status, "");
     } catch (error) {

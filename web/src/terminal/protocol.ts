@@ -24,12 +24,14 @@ export type ServerMessage =
   | { type: "reset"; offset: number; missed: number }
   | { type: "error"; code: string; message: string }
   | { type: "exit"; code: number | null }
-  | { type: "closed"; reason: string };
+  | { type: "closed"; reason: string }
+  | { type: "control_request"; client: number; name: string };
 
 export type ClientMessage =
   | { type: "ack"; offset: number }
   | { type: "resize"; rows: number; cols: number }
-  | { type: "set_role"; client: number; role: Role };
+  | { type: "set_role"; client: number; role: Role }
+  | { type: "request_control" };
 
 const ROLES: readonly Role[] = ["owner", "writer", "viewer"];
 
@@ -104,6 +106,8 @@ export function parseServerMessage(text: string): ServerMessage {
       return { type, code: typeof value["code"] === "number" ? value["code"] : null };
     case "closed":
       return { type, reason: str(value, "reason") };
+    case "control_request":
+      return { type, client: num(value, "client"), name: str(value, "name") };
     default:
       throw new Error(`unknown control message type "${type}"`);
   }

@@ -29,6 +29,8 @@ import { copyText } from "./clipboard.ts";
 import { openShareDialog } from "./share.ts";
 
 const FONT_SIZE_KEY = "porthole.terminal.fontSize";
+/** Smallest font a shrunk view goes down to. */
+const MIN_FONT_SIZE = 7;
 const encoder = new TextEncoder();
 
 export interface TerminalViewOptions {
@@ -54,6 +56,9 @@ export class TerminalView {
   private readonly presence: HTMLElement;
   private readonly screen: HTMLElement;
   private readonly shareButton: HTMLButtonElement;
+  private readonly askButton: HTMLButtonElement;
+  /** The owner's list of viewers asking to type. */
+  private readonly requests: HTMLElement;
   private readonly keyRow: HTMLElement;
   private socket: WebSocket | null = null;
   private me: { client: number; role: Role } | null = null;
@@ -67,12 +72,15 @@ export class TerminalView {
   private stickyCtrl = false;
   private readonly resizeObserver: ResizeObserver;
   renderer: "webgl" | "dom" = "dom";
+  /** The font size the user chose (views of someone else's screen may show it smaller). */
+  private preferredFontSize: number;
 
   constructor(
     private readonly endpoint: Endpoint,
     private readonly options: TerminalViewOptions,
   ) {
     const fontSize = Number(localStorage.getItem(FONT_SIZE_KEY)) || 14;
+    this.preferredFontSize = fontSize;
     this.term = new Terminal({
       fontSize,
       fontFamily: 'ui-monospace, "DejaVu Sans Mono", Menlo, Consolas, monospace',
@@ -88,6 +96,8 @@ export class TerminalView {
     this.banner = h("div", { class: "term-banner", hidden: true, "data-testid": "terminal-banner" });
     this.screen = h("div", { class: "term-screen" });
     this.shareButton = h("button", { type: "button", class: "primary", hidden: true, onclick: () => this.share() }, "Share…");
+    this.askButton = h("button", { type: "button", hidden: true, "data-action": "request-control", onclick: () => this.askToType() }, "Ask to type");
+    this.requests = h("div", { class: "control-requests", "aria-live": "polite" });
     const smaller = h("button", { type: "button", title: "Smaller text", "aria-label": "Smaller text", onclick: () => this.zoom(-1) }, "A−");
     const larger = h("button", { type: "button", title: "Larger text", "aria-label": "Larger text", onclick: () => this.zoom(1) }, "A+");
     const keysToggle = h("button", { type: "button", title: "Special keys", onclick: () => (this.keyRow.hidden = !this.keyRow.hidden) }, "Keys");
@@ -96,7 +106,8 @@ export class TerminalView {
     this.element = h(
       "section",
       { class: "terminal-view" },
-      h("div", { class: "term-toolbar" }, this.presence, h("span", { class: "spacer" }), this.status, smaller, larger, keysToggle, this.shareButton),
+      h("div", { class: "term-toolbar" }, this.presence, h("span", { class: "spacer" }), this.status, smaller, larger, keysToggle, this.askButton, this.shareButton),
+      this.requests,
       this.banner,
       this.screen,
       this.keyRow,
@@ -148,7 +159,14 @@ export class TerminalView {
 
   private loadRenderer(): void {
     // WebGL draws large outputs far faster; without it (no GPU, blocked, context lost) xterm's
-    // DOM renderer takes over.
+    // DOM renderer takes over. Touch screens (phones, for watching) get the DOM renderer
+    // outright: throughput matters little there, and WebGL drew nothing in our runs of
+    // Chromium's software GL at a phone's pixel ratio.
+    if (matchMedia("(pointer: coarse)").matches) {
+      this.renderer = "dom";
+      this.element.dataset["renderer"] = this.renderer;
+      return;
+    }
     try {
       const webgl = new WebglAddon();
       webgl.onContextLoss(() => {
@@ -303,6 +321,10 @@ export class TerminalView {
       }
       case "presence": {
         this.clients = message.clients;
+        for (const request of Array.from(this.requests.children)) {
+          const asking = Number((request as HTMLElement).dataset["client"]);
+          if (!message.clients.some((c) => c.client === asking && c.role === "viewer")) request.remove();
+        }
         const mine = message.clients.find((c) => c.client === this.me?.client);
         if (mine && this.me && mine.role !== this.me.role) {
           this.me.role = mine.role;
@@ -329,6 +351,9 @@ export class TerminalView {
         } else {
           this.showBanner(`The server refused a message: ${message.message}`, "error");
         }
+        break;
+      case "control_request":
+        if (this.me?.role === "owner") this.showRequest(message.client, message.name);
         break;
       case "exit":
         this.finished = true;
@@ -358,6 +383,8 @@ export class TerminalView {
     this.term.options.disableStdin = !typing;
     this.element.dataset["role"] = role;
     this.shareButton.hidden = this.options.guest || role !== "owner";
+    this.askButton.hidden = role !== "viewer" || !this.acceptsInput;
+    if (role !== "owner") replace(this.requests);
     if (!this.acceptsInput) {
       this.showBanner("This process takes no input: you can watch its output.", "viewer");
     } else if (role === "viewer") {
@@ -376,6 +403,7 @@ export class TerminalView {
   private layout(): void {
     if (!this.term.element) return;
     if (this.me?.role === "owner" || !this.serverSize) {
+      if (this.term.options.fontSize !== this.preferredFontSize) this.term.options.fontSize = this.preferredFontSize;
       const dims = this.fit.proposeDimensions();
       if (dims && dims.cols > 0 && dims.rows > 0 && Number.isFinite(dims.cols)) {
         if (dims.cols !== this.term.cols || dims.rows !== this.term.rows) {
@@ -384,9 +412,26 @@ export class TerminalView {
           this.send({ type: "resize", rows: dims.rows, cols: dims.cols });
         }
       }
-    } else if (this.serverSize.cols !== this.term.cols || this.serverSize.rows !== this.term.rows) {
-      this.term.resize(this.serverSize.cols, this.serverSize.rows);
+    } else {
+      if (this.serverSize.cols !== this.term.cols || this.serverSize.rows !== this.term.rows) {
+        this.term.resize(this.serverSize.cols, this.serverSize.rows);
+      }
+      this.shrinkToFit(this.serverSize);
     }
+  }
+
+  /**
+   * Someone else's screen in a smaller box (a phone, a narrow window): a smaller font shows all
+   * of it, down to a readable minimum; below that the box scrolls. Never larger than the
+   * user's chosen size.
+   */
+  private shrinkToFit(size: Size): void {
+    const dims = this.fit.proposeDimensions();
+    const current = this.term.options.fontSize ?? this.preferredFontSize;
+    if (!dims || !Number.isFinite(dims.cols) || dims.cols <= 0 || dims.rows <= 0) return;
+    const scale = Math.min(dims.cols / size.cols, dims.rows / size.rows);
+    const wanted = Math.max(MIN_FONT_SIZE, Math.min(this.preferredFontSize, Math.floor(current * scale)));
+    if (wanted !== current) this.term.options.fontSize = wanted;
   }
 
   private renderPresence(): void {
@@ -418,6 +463,31 @@ export class TerminalView {
 
   private setRole(client: number, role: Role): void {
     this.send({ type: "set_role", client, role });
+    this.requests.querySelector(`[data-client="${client}"]`)?.remove();
+  }
+
+  private askToType(): void {
+    this.send({ type: "request_control" });
+    this.askButton.disabled = true;
+    this.askButton.textContent = "Asked…";
+    // The server accepts one request per few seconds; the button follows.
+    window.setTimeout(() => {
+      this.askButton.disabled = false;
+      this.askButton.textContent = "Ask to type";
+    }, 5000);
+  }
+
+  /** Shows the owner a viewer's request, with the answer at hand. */
+  private showRequest(client: number, name: string): void {
+    this.requests.querySelector(`[data-client="${client}"]`)?.remove();
+    const item = h(
+      "div",
+      { class: "control-request", "data-client": client },
+      h("span", {}, `${name} asks to type.`),
+      h("button", { type: "button", class: "small primary", "data-action": "grant-request", onclick: () => this.setRole(client, "writer") }, "Let type"),
+      h("button", { type: "button", class: "small", onclick: () => item.remove() }, "Dismiss"),
+    );
+    this.requests.appendChild(item);
   }
 
   private setStatus(text: string, state: "ok" | "busy" | "ended"): void {
@@ -437,7 +507,8 @@ export class TerminalView {
   }
 
   private zoom(step: number): void {
-    const size = Math.min(32, Math.max(8, (this.term.options.fontSize ?? 14) + step));
+    const size = Math.min(32, Math.max(MIN_FONT_SIZE, (this.term.options.fontSize ?? this.preferredFontSize) + step));
+    this.preferredFontSize = size;
     this.term.options.fontSize = size;
     localStorage.setItem(FONT_SIZE_KEY, String(size));
     this.layout();

@@ -116,6 +116,11 @@ pub enum Notice {
     Ended(Option<i64>),
     /// A share link was revoked: its connections must close now.
     LinkRevoked(String),
+    /// A viewer asks the owner to let them type.
+    ControlRequested {
+        client: u64,
+        name: String,
+    },
 }
 
 /// Errors of terminal operations, with the status the API gives them.
@@ -337,6 +342,22 @@ impl Terminal {
         if let Err(err) = result {
             tracing::debug!(terminal = %self.id, "resize: {}", err.detail());
         }
+    }
+
+    /// A viewer asks to type: every client hears it (the owner's screen offers to grant it).
+    pub fn request_control(&self, client: u64) -> Result<(), TerminalError> {
+        let name = {
+            let shared = lock(&self.shared);
+            match shared.clients.get(&client) {
+                None => return Err(TerminalError::Forbidden("not connected".into())),
+                Some(entry) if shared.role_of(entry).can_type() => {
+                    return Err(TerminalError::Invalid("you can already type here".into()))
+                }
+                Some(entry) => entry.name.clone(),
+            }
+        };
+        let _ = self.notices.send(Notice::ControlRequested { client, name });
+        Ok(())
     }
 
     /// The owner changes the role of another client: `writer`/`viewer` grants or takes back

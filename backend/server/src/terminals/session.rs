@@ -68,6 +68,11 @@ pub enum ServerMessage {
     Closed {
         reason: &'static str,
     },
+    /// A viewer asks the owner to let them type.
+    ControlRequest {
+        client: u64,
+        name: String,
+    },
 }
 
 /// Control messages from a client.
@@ -87,7 +92,12 @@ pub enum ClientMessage {
         client: u64,
         role: Role,
     },
+    /// A viewer asks the owner for typing (at most once per [`REQUEST_INTERVAL`]).
+    RequestControl,
 }
+
+/// How often one connection may ask for control, so a guest cannot flood the owner's screen.
+const REQUEST_INTERVAL: Duration = Duration::from_secs(5);
 
 type Sink = SplitSink<WebSocket, Message>;
 
@@ -119,6 +129,7 @@ async fn read_loop(
         };
         let _ = replies.try_send(ServerMessage::Error { code, message: err.to_string() });
     };
+    let mut last_request = None;
     while let Some(message) = stream.next().await {
         match message {
             Ok(Message::Binary(data)) => {
@@ -144,6 +155,15 @@ async fn read_loop(
                 Ok(ClientMessage::SetRole { client: target, role }) => {
                     if let Err(err) = terminal.set_role(client, target, role) {
                         reply_error(err);
+                    }
+                }
+                Ok(ClientMessage::RequestControl) => {
+                    if last_request.is_some_and(|at: tokio::time::Instant| at.elapsed() < REQUEST_INTERVAL) {
+                        reply_error(TerminalError::Invalid("you asked a moment ago: wait for the owner".into()));
+                    } else if let Err(err) = terminal.request_control(client) {
+                        reply_error(err);
+                    } else {
+                        last_request = Some(tokio::time::Instant::now());
                     }
                 }
                 Err(err) => reply_error(TerminalError::Invalid(format!("unreadable control message: {err}"))),
@@ -274,6 +294,9 @@ async fn write_loop(
                 Ok(Notice::Ended(code)) => {
                     ended = true;
                     exit_code = code;
+                }
+                Ok(Notice::ControlRequested { client, name }) => {
+                    send_json(&mut sink, &ServerMessage::ControlRequest { client, name }).await?;
                 }
                 Ok(Notice::LinkRevoked(id)) => {
                     if link_id.as_deref() == Some(id.as_str()) {
