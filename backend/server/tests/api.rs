@@ -261,3 +261,37 @@ async fn the_openapi_document_describes_exactly_the_routes() {
         }
     }
 }
+
+#[tokio::test]
+async fn pages_need_a_login_except_the_page_a_share_link_opens() {
+    let h = harness().await;
+    let get = |uri: &str, token: Option<&str>| {
+        let mut request = Request::builder().uri(uri);
+        if let Some(token) = token {
+            request = request.header("authorization", format!("Bearer {token}"));
+        }
+        h.app.clone().oneshot(request.body(Body::empty()).unwrap())
+    };
+    for page in ["/", "/launch", "/images", "/containers/abc", "/terminals/abc", "/terminals/abc?offset=1"] {
+        let anonymous = get(page, None).await.unwrap();
+        assert_eq!(anonymous.status(), StatusCode::SEE_OTHER, "{page}");
+        assert_eq!(anonymous.headers()["location"], "/login", "{page}");
+        let signed_in = get(page, Some(&h.token)).await.unwrap();
+        assert_eq!(signed_in.status(), StatusCode::OK, "{page}");
+        assert!(signed_in.headers()["content-security-policy"].to_str().unwrap().contains("script-src 'self'"));
+    }
+
+    // A guest with a link gets the terminal shell: no data, no navigation, no referrer.
+    let guest = get("/terminals/abc?link=phl_whatever", None).await.unwrap();
+    assert_eq!(guest.status(), StatusCode::OK);
+    assert_eq!(guest.headers()["referrer-policy"], "no-referrer");
+    let html = String::from_utf8(guest.into_body().collect().await.unwrap().to_bytes().to_vec()).unwrap();
+    assert!(html.contains(r#"data-terminal="abc""#), "{html}");
+    assert!(!html.contains("/logout") && !html.contains(r#"href="/images""#), "{html}");
+    // The link opens that page only: not other pages, not the API.
+    assert_eq!(get("/containers/abc?link=phl_whatever", None).await.unwrap().status(), StatusCode::SEE_OTHER);
+    assert_eq!(get("/api/terminals/abc?link=phl_whatever", None).await.unwrap().status(), StatusCode::UNAUTHORIZED);
+
+    // Ids in page URLs are plain identifiers.
+    assert_eq!(get("/containers/%3Cscript%3E", Some(&h.token)).await.unwrap().status(), StatusCode::NOT_FOUND);
+}
