@@ -958,14 +958,15 @@ fn append_bytes(builder: &mut tar::Builder<impl Write>, name: &str, bytes: &[u8]
 }
 
 /// Writes the body as a tar to `out` (blocking).
-fn write_body(body: &Body, out: impl Write) -> std::io::Result<()> {
+fn write_body(body: &Body, mut out: impl Write) -> std::io::Result<()> {
+    if let Body::Tar(path) = body {
+        std::io::copy(&mut std::fs::File::open(path)?, &mut out)?;
+        return out.flush();
+    }
     let mut builder = tar::Builder::new(out);
     let edits = match body {
-        Body::Tar(path) => {
-            let mut out = builder.into_inner()?;
-            std::io::copy(&mut std::fs::File::open(path)?, &mut out)?;
-            return out.flush();
-        }
+        // Sent as it is, above.
+        Body::Tar(_) => return Ok(()),
         Body::Edited { tar, edits } => {
             let mut archive = tar::Archive::new(BufReader::with_capacity(CHUNK, std::fs::File::open(tar)?));
             for entry in archive.entries()? {

@@ -353,7 +353,7 @@ impl OciLayout {
 }
 
 /// Runs a pull to the end and returns every progress item, or the error.
-pub async fn pull(engine: &NativeEngine, reference: &str, options: PullOptions) -> Result<Vec<PullProgress>> {
+pub async fn pull(engine: &impl Images, reference: &str, options: PullOptions) -> Result<Vec<PullProgress>> {
     let mut stream = engine.pull_image(reference, options).await?;
     let mut items = Vec::new();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
