@@ -10,7 +10,7 @@
 import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
-import { mkdirSync, mkdtempSync, rmSync, existsSync } from "node:fs";
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, existsSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -285,6 +285,20 @@ test("the logs tab shows what a container prints, live", async () => {
   await ownerPage.locator(".logs label.check", { hasText: "stderr" }).locator("input").uncheck();
   await output.locator(".line[data-stream=stderr]").first().waitFor({ state: "hidden" });
   await shot(ownerPage, "06-container-logs");
+  // Paused, new lines wait (and are counted); resumed, they appear.
+  await ownerPage.fill("input[aria-label='Search the logs']", "");
+  const pause = ownerPage.locator("button[data-action=pause]");
+  await pause.click();
+  const shown = await output.locator(".line").count();
+  await pause.filter({ hasText: /Resume \(\d+ new\)/ }).waitFor();
+  assert.equal(await output.locator(".line").count(), shown, "lines were added while paused");
+  await pause.click();
+  await ownerPage.waitForFunction((n) => document.querySelectorAll("[data-testid=log-output] .line").length > n, shown, { timeout: WAIT });
+  // The download has the whole log, with times and streams.
+  const [download] = await Promise.all([ownerPage.waitForEvent("download"), ownerPage.click("button:has-text('Download')")]);
+  const text = readFileSync(await download.path(), "utf8");
+  assert.match(text, /^\d{4}-\d\d-\d\dT[\d:.]+Z stdout tick-0$/m);
+  assert.match(text, /Z stderr oops-0$/m);
 
   await ownerPage.click("#tab-stats");
   await ownerPage.locator("figure.chart figcaption", { hasText: /CPU: \d/ }).waitFor();
