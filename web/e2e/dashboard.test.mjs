@@ -9,8 +9,9 @@
 
 import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
-import { mkdirSync, mkdtempSync, rmSync, existsSync } from "node:fs";
+import { execFileSync, spawn } from "node:child_process";
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, existsSync, writeFileSync } from "node:fs";
+import { createServer, connect } from "node:net";
 import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -135,6 +136,10 @@ after(async () => {
     });
   }
   if (dataDir) rmSync(dataDir, { recursive: true, force: true });
+  if (registry) {
+    registry.child.kill("SIGTERM");
+    rmSync(registry.dir, { recursive: true, force: true });
+  }
 });
 
 test("the login page refuses a wrong token in words and lets the right one in", async () => {
@@ -285,6 +290,20 @@ test("the logs tab shows what a container prints, live", async () => {
   await ownerPage.locator(".logs label.check", { hasText: "stderr" }).locator("input").uncheck();
   await output.locator(".line[data-stream=stderr]").first().waitFor({ state: "hidden" });
   await shot(ownerPage, "06-container-logs");
+  // Paused, new lines wait (and are counted); resumed, they appear.
+  await ownerPage.fill("input[aria-label='Search the logs']", "");
+  const pause = ownerPage.locator("button[data-action=pause]");
+  await pause.click();
+  const shown = await output.locator(".line").count();
+  await pause.filter({ hasText: /Resume \(\d+ new\)/ }).waitFor();
+  assert.equal(await output.locator(".line").count(), shown, "lines were added while paused");
+  await pause.click();
+  await ownerPage.waitForFunction((n) => document.querySelectorAll("[data-testid=log-output] .line").length > n, shown, { timeout: WAIT });
+  // The download has the whole log, with times and streams.
+  const [download] = await Promise.all([ownerPage.waitForEvent("download"), ownerPage.click("button:has-text('Download')")]);
+  const text = readFileSync(await download.path(), "utf8");
+  assert.match(text, /^\d{4}-\d\d-\d\dT[\d:.]+Z stdout tick-0$/m);
+  assert.match(text, /Z stderr oops-0$/m);
 
   await ownerPage.click("#tab-stats");
   await ownerPage.locator("figure.chart figcaption", { hasText: /CPU: \d/ }).waitFor();
@@ -328,10 +347,88 @@ test("stop and remove from the containers list, with confirmation", async () => 
   await guestPage.locator("[data-testid=terminal-banner]", { hasText: /process (has ended|exited)/ }).waitFor();
 });
 
-test("the images page lists the starter image", async () => {
+let registry;
+
+/** A free TCP port on 127.0.0.1. */
+function freePort() {
+  return new Promise((resolvePort, reject) => {
+    const probe = createServer();
+    probe.on("error", reject);
+    probe.listen(0, "127.0.0.1", () => {
+      const { port } = probe.address();
+      probe.close(() => resolvePort(port));
+    });
+  });
+}
+
+/** A real `docker-registry` on 127.0.0.1 serving from a temp dir (stopped in `after`). */
+async function startRegistry() {
+  const dir = mkdtempSync(join(tmpdir(), "ph-e2e-registry-"));
+  const port = await freePort();
+  writeFileSync(
+    join(dir, "config.yml"),
+    `version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: ${dir}/data\nhttp:\n  addr: 127.0.0.1:${port}\n`,
+  );
+  const child = spawn("docker-registry", ["serve", join(dir, "config.yml")], { stdio: "ignore" });
+  const deadline = Date.now() + 15_000;
+  for (;;) {
+    const up = await new Promise((r) => connect(port, "127.0.0.1").on("connect", function () { this.destroy(); r(true); }).on("error", () => r(false)));
+    if (up) break;
+    assert.ok(Date.now() < deadline && child.exitCode === null, "docker-registry did not start listening within 15 s");
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  return { child, dir, host: `127.0.0.1:${port}` };
+}
+
+test("images: import a root filesystem, remove it, pull it back from a registry with progress", async () => {
+  registry = await startRegistry();
   await ownerPage.goto(`${server.base}/images`);
   await ownerPage.locator("#image-rows .tag", { hasText: "busybox:latest" }).waitFor();
   await shot(ownerPage, "10-images");
+
+  // Import: a root filesystem tarball, uploaded with progress, tagged.
+  const work = mkdtempSync(join(tmpdir(), "ph-e2e-rootfs-"));
+  try {
+    mkdirSync(join(work, "root/etc"), { recursive: true });
+    writeFileSync(join(work, "root/etc/hello"), `made by the dashboard test at ${new Date().toISOString()}\n`);
+    execFileSync("tar", ["-C", join(work, "root"), "-cf", join(work, "rootfs.tar"), "."]);
+    await ownerPage.setInputFiles("#import-file", join(work, "rootfs.tar"));
+    await ownerPage.fill("#import-tag", "e2e/hello:1");
+    await ownerPage.click("#import-submit");
+    await ownerPage.locator("#import-status[data-state=ok]", { hasText: "Imported e2e/hello:1" }).waitFor();
+    await ownerPage.locator("#image-rows .tag", { hasText: "e2e/hello:1" }).waitFor();
+
+    // Into the registry with a real client: the archive Porthole saves, pushed by skopeo.
+    const saved = await fetch(`${server.base}/api/images/save?refs=e2e/hello:1`, { headers: { authorization: `Bearer ${server.token}` } });
+    assert.equal(saved.status, 200);
+    writeFileSync(join(work, "saved.tar"), Buffer.from(await saved.arrayBuffer()));
+    execFileSync("skopeo", ["--insecure-policy", "--command-timeout", "60s", "copy", "--dest-tls-verify=false", `docker-archive:${join(work, "saved.tar")}`, `docker://${registry.host}/e2e/hello:1`], { stdio: "pipe", timeout: 90_000 });
+  } finally {
+    rmSync(work, { recursive: true, force: true });
+  }
+
+  // Remove it here (with confirmation)...
+  const imported = ownerPage.locator("#image-rows tr", { has: ownerPage.locator(".tag", { hasText: "e2e/hello:1" }) });
+  await imported.locator("button[data-action=remove]").click();
+  await ownerPage.locator("dialog.confirm button[data-confirm]").click();
+  await imported.waitFor({ state: "detached" });
+
+  // ...and pull it back from the plain-HTTP registry, layer by layer.
+  const reference = `${registry.host}/e2e/hello:1`;
+  await ownerPage.fill("#pull-reference", reference);
+  await ownerPage.check("#pull-insecure");
+  await ownerPage.click("#pull-submit");
+  await ownerPage.locator("#pull-layers li[data-phase]").first().waitFor();
+  await ownerPage.locator("#pull-status[data-state=ok]", { hasText: `Pulled ${reference}` }).waitFor();
+  assert.equal(await ownerPage.locator("#pull-overall").evaluate((bar) => bar.value), 1);
+  assert.equal(await ownerPage.locator("#pull-layers li[data-phase=complete], #pull-layers li[data-phase=exists]").count(), await ownerPage.locator("#pull-layers li").count());
+  await ownerPage.locator("#image-rows .tag", { hasText: reference }).waitFor();
+  await shot(ownerPage, "12-images-pulled");
+
+  // A pull that fails says why, where the user asked.
+  await ownerPage.fill("#pull-reference", `${registry.host}/e2e/missing:1`);
+  await ownerPage.click("#pull-submit");
+  await ownerPage.locator("#pull-status[data-state=error]", { hasText: "Pull failed" }).waitFor();
 });
 
 test("no page had an uncaught error or a Content Security Policy violation", () => {

@@ -7,7 +7,7 @@ import { cpuPercent, describeState, matchesFilter, sortContainers } from "../src
 import { buildConfig, DEFAULT_LAUNCH, FieldError, parseEnv, parseMounts, splitCommand } from "../src/models/launch.ts";
 import { decodeLogFrame, highlight, LineAssembler, logsAsText, plainText } from "../src/models/logs.ts";
 import { polylinePoints, Series } from "../src/models/chart.ts";
-import { PullProgress, SseParser } from "../src/models/pull.ts";
+import { PullProgress, registryOf, SseParser } from "../src/models/pull.ts";
 
 const NOW = Date.parse("2025-01-01T12:00:00Z");
 
@@ -234,4 +234,12 @@ test("pull progress follows layers from resolved to done", () => {
   failed.apply({ event: "error", data: '{"error":{"kind":"not_found","message":"manifest unknown"}}' });
   assert.equal(failed.error, "manifest unknown");
   assert.equal(failed.apply({ event: "progress", data: "not json" }), false);
+});
+
+test("the registry of a reference is read as Docker reads it", () => {
+  assert.equal(registryOf("127.0.0.1:5000/team/app:v1"), "127.0.0.1:5000");
+  assert.equal(registryOf("registry.local/app"), "registry.local");
+  assert.equal(registryOf("localhost/app:1"), "localhost");
+  assert.equal(registryOf("library/busybox"), null);
+  assert.equal(registryOf("busybox:latest"), null);
 });

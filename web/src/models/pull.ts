@@ -105,3 +105,14 @@ export class PullProgress {
     return total > 0 ? done / total : 0;
   }
 }
+
+/**
+ * The registry host of an image reference, as Docker reads it: the first path component when it
+ * looks like a host (has a `.` or a `:`, or is `localhost`); null for Docker Hub's short names.
+ */
+export function registryOf(reference: string): string | null {
+  const slash = reference.indexOf("/");
+  if (slash < 0) return null;
+  const first = reference.slice(0, slash);
+  return first.includes(".") || first.includes(":") || first === "localhost" ? first : null;
+}

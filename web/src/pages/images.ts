@@ -5,7 +5,7 @@
 import { api, describeError, errorFromBody, ApiError, type EngineStatus, type ImageSummary } from "../api.ts";
 import { busy, byId, confirmDialog, h, notify, replace } from "../dom.ts";
 import { formatBytes, shortId } from "../format.ts";
-import { PullProgress, SseParser, type LayerProgress } from "../models/pull.ts";
+import { PullProgress, registryOf, SseParser, type LayerProgress } from "../models/pull.ts";
 
 export function imagesPage(): void {
   const rows = byId<HTMLTableSectionElement>("image-rows");
@@ -115,12 +115,35 @@ function layerRow(layer: LayerProgress): HTMLElement {
   return h("li", { "data-phase": layer.phase }, h("span", { class: "mono" }, shortId(layer.digest)), h("progress", { max: 1, value: fraction }), h("span", { class: "sub" }, words));
 }
 
+interface RegistrySummary {
+  registry: string;
+  insecure: boolean;
+  username: string | null;
+}
+
+/**
+ * Plain HTTP is a setting of the registry (`PUT /api/registries/{host}`), not of one pull: set it
+ * when asked, unless it is set already. Setting it replaces the registry's settings, so one with
+ * stored credentials is left alone and the user is told.
+ */
+async function allowPlainHttp(reference: string): Promise<void> {
+  const host = registryOf(reference);
+  if (!host) throw new Error("plain HTTP needs a registry in the reference, e.g. 10.0.0.5:5000/team/app:1.0");
+  const known = (await api<RegistrySummary[]>("/api/registries")).find((r) => r.registry === host);
+  if (known?.insecure) return;
+  if (known?.username) {
+    throw new Error(`${host} has stored credentials; change its plain-HTTP setting together with them (PUT /api/registries/${host})`);
+  }
+  await api(`/api/registries/${encodeURIComponent(host)}`, { method: "PUT", body: { insecure: true } });
+}
+
 /** Streams `POST /api/images/pull`; resolves when the server says done, rejects with its error. */
 async function pull(reference: string, insecure: boolean, onProgress: (progress: PullProgress) => void): Promise<PullProgress> {
+  if (insecure) await allowPlainHttp(reference);
   const response = await fetch("/api/images/pull", {
     method: "POST",
     headers: { "content-type": "application/json", accept: "text/event-stream" },
-    body: JSON.stringify({ reference, insecure }),
+    body: JSON.stringify({ reference }),
   });
   if (!response.ok || !response.body) throw errorFromBody(response.status, await response.text());
   const parser = new SseParser();
