@@ -19,7 +19,7 @@
 //! insecure is accepted only when the daemon already treats it so.
 
 use std::collections::{BTreeMap, HashMap};
-use std::io::{BufReader, Read, Seek, SeekFrom, Write};
+use std::io::{BufReader, Read, Write};
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -47,16 +47,14 @@ use crate::native::unpack::{clean_path, decompress, Compression};
 pub(super) const MAX_IMPORT_BYTES: u64 = 64 << 30;
 /// Most entries an archive may have (the native unpacker's bound on one layer).
 const MAX_ENTRIES: u64 = 2_000_000;
-/// Largest JSON document (index, manifest, config) read from an archive.
-const MAX_METADATA_BYTES: u64 = 4 << 20;
-/// How many symlinks deep a `docker save` name may point (legacy archives link shared layers).
-const MAX_LINK_HOPS: usize = 8;
 /// Chunk size of the bodies sent to the daemon.
 const CHUNK: usize = 256 << 10;
 /// The environment `docker import` images get, as the native engine's rootfs imports do.
 const DEFAULT_ENV: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 /// Longest daemon message passed on to users.
 const MAX_MESSAGE: usize = 300;
+
+use crate::native::archive::{ArchiveFiles, DirFiles, TarFiles};
 
 fn bad(reason: impl std::fmt::Display) -> EngineError {
     EngineError::invalid(format!("bad image archive: {reason}"))
@@ -485,141 +483,6 @@ impl ProgressMapper {
 // ---------------------------------------------------------------------------------------------
 // Imports
 
-/// A tar file indexed once, read at random: only the names an archive's JSON points at are
-/// ever looked up, and never as host paths.
-struct TarIndex {
-    path: PathBuf,
-    items: HashMap<String, TarItem>,
-}
-
-#[derive(Debug, Clone)]
-enum TarItem {
-    File { offset: u64, size: u64 },
-    Symlink(String),
-    Other,
-}
-
-impl TarIndex {
-    fn build(path: &Path) -> Result<TarIndex> {
-        let file = std::fs::File::open(path).map_err(|e| EngineError::internal("cannot open the archive", e))?;
-        let mut archive = tar::Archive::new(file);
-        let mut items = HashMap::new();
-        let entries = archive.entries_with_seek().map_err(|e| bad(format!("not a tar archive: {e}")))?;
-        for (count, entry) in entries.enumerate() {
-            if count as u64 >= MAX_ENTRIES {
-                return Err(bad(format!("more than {MAX_ENTRIES} entries")));
-            }
-            let entry = entry.map_err(|e| bad(format!("not a tar archive: {e}")))?;
-            let raw = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
-            // Names that escape are never looked up (a rootfs's entries are the daemon's to judge).
-            let Ok(parts) = clean_path(&raw) else { continue };
-            let kind = entry.header().entry_type();
-            let item = if kind.is_file() {
-                TarItem::File { offset: entry.raw_file_position(), size: entry.size() }
-            } else if kind.is_symlink() {
-                let target = entry.link_name_bytes().map(|l| String::from_utf8_lossy(&l).into_owned());
-                TarItem::Symlink(target.unwrap_or_default())
-            } else {
-                TarItem::Other
-            };
-            items.insert(parts.join("/"), item);
-        }
-        Ok(TarIndex { path: path.to_path_buf(), items })
-    }
-
-    /// A name's data, following symlinks inside the archive (relative to the link's directory).
-    fn locate(&self, name: &str) -> Result<(u64, u64)> {
-        let mut current = clean_path(name).map_err(|reason| bad(format!("{name:?}: {reason}")))?.join("/");
-        for _ in 0..MAX_LINK_HOPS {
-            match self.items.get(&current) {
-                Some(TarItem::File { offset, size }) => return Ok((*offset, *size)),
-                Some(TarItem::Symlink(target)) => {
-                    let base = current.rsplit_once('/').map(|(dir, _)| dir).unwrap_or("");
-                    let joined = if target.starts_with('/') { target.clone() } else { format!("{base}/{target}") };
-                    current =
-                        resolve_dots(&joined).ok_or_else(|| bad(format!("{name:?} links outside the archive")))?;
-                }
-                _ => return Err(bad(format!("{name:?} is not in the archive"))),
-            }
-        }
-        Err(bad(format!("{name:?}: too many symlinks")))
-    }
-}
-
-/// `a/b/../c` → `a/c`; `None` when `..` climbs above the top.
-fn resolve_dots(path: &str) -> Option<String> {
-    let mut out: Vec<&str> = Vec::new();
-    for part in path.split('/') {
-        match part {
-            "" | "." => {}
-            ".." => {
-                out.pop()?;
-            }
-            p => out.push(p),
-        }
-    }
-    Some(out.join("/"))
-}
-
-/// Where the files of an archive are read from: a tar's index, or an OCI layout directory.
-trait Files {
-    fn contains(&self, name: &str) -> bool;
-    fn read_small(&self, name: &str) -> Result<Vec<u8>>;
-}
-
-fn read_bounded(mut reader: impl Read, name: &str) -> Result<Vec<u8>> {
-    let mut bytes = Vec::new();
-    (&mut reader).take(MAX_METADATA_BYTES + 1).read_to_end(&mut bytes).map_err(|e| bad(format!("{name:?}: {e}")))?;
-    if bytes.len() as u64 > MAX_METADATA_BYTES {
-        return Err(bad(format!("{name:?} is too large")));
-    }
-    Ok(bytes)
-}
-
-impl Files for TarIndex {
-    fn contains(&self, name: &str) -> bool {
-        self.locate(name).is_ok()
-    }
-
-    fn read_small(&self, name: &str) -> Result<Vec<u8>> {
-        let (offset, size) = self.locate(name)?;
-        let mut file =
-            std::fs::File::open(&self.path).map_err(|e| EngineError::internal("cannot open the archive", e))?;
-        file.seek(SeekFrom::Start(offset)).map_err(|e| EngineError::internal("cannot read the archive", e))?;
-        read_bounded(file.take(size), name)
-    }
-}
-
-/// An OCI layout directory on the host; names are resolved without following symlinks.
-struct DirFiles {
-    root: PathBuf,
-}
-
-impl DirFiles {
-    fn path(&self, name: &str) -> Result<PathBuf> {
-        let mut path = self.root.clone();
-        for part in clean_path(name).map_err(|reason| bad(format!("{name:?}: {reason}")))? {
-            path.push(part);
-            if std::fs::symlink_metadata(&path).is_ok_and(|m| m.file_type().is_symlink()) {
-                return Err(bad(format!("{name:?} is a symlink")));
-            }
-        }
-        Ok(path)
-    }
-}
-
-impl Files for DirFiles {
-    fn contains(&self, name: &str) -> bool {
-        self.path(name).is_ok_and(|p| p.is_file())
-    }
-
-    fn read_small(&self, name: &str) -> Result<Vec<u8>> {
-        let path = self.path(name)?;
-        let file = std::fs::File::open(&path).map_err(|_| bad(format!("{name:?} is not in the layout")))?;
-        read_bounded(file, name)
-    }
-}
-
 #[derive(Debug, Deserialize, serde::Serialize)]
 #[serde(rename_all = "PascalCase")]
 struct SaveEntry {
@@ -681,7 +544,7 @@ fn blob_name(digest: &str) -> String {
 }
 
 /// Reads the blob `digest` of an OCI layout, checking it against its digest.
-fn read_blob(files: &dyn Files, digest: &str) -> Result<Vec<u8>> {
+fn read_blob(files: &dyn ArchiveFiles, digest: &str) -> Result<Vec<u8>> {
     check_digest(digest).map_err(|e| bad(e.message()))?;
     let name = blob_name(digest);
     let bytes = files.read_small(&name)?;
@@ -763,7 +626,7 @@ pub(super) fn prepare(path: &Path, options: &ImportOptions) -> Result<Prepared> 
         temps.push(staged);
         plain
     };
-    let index = TarIndex::build(&plain)?;
+    let index = TarFiles::index(&plain)?;
     let (format, body, ids) = if index.contains("manifest.json") {
         let (edits, ids) = plan_docker_save(&index, options)?;
         let body = if edits.replace.is_empty() { Body::Tar(plain) } else { Body::Edited { tar: plain, edits } };
@@ -814,7 +677,7 @@ fn prepare_dir(root: &Path, options: &ImportOptions) -> Result<Prepared> {
 
 /// Checks a `docker save` archive's `manifest.json` (every config and layer present, layer
 /// counts matching) and, when the caller names the image, takes the archive's own tags out.
-fn plan_docker_save(files: &dyn Files, options: &ImportOptions) -> Result<(Edits, Vec<String>)> {
+fn plan_docker_save(files: &dyn ArchiveFiles, options: &ImportOptions) -> Result<(Edits, Vec<String>)> {
     let mut manifest: Vec<SaveEntry> = serde_json::from_slice(&files.read_small("manifest.json")?)
         .map_err(|e| bad(format!("manifest.json is not valid: {e}")))?;
     if manifest.is_empty() {
@@ -866,7 +729,7 @@ fn untagged_index(bytes: &[u8]) -> Result<Vec<u8>> {
 /// Checks an OCI layout (index, manifests and configs verified against their digests, every
 /// layer blob present; a multi-platform image resolved to this host's platform, as the native
 /// engine does) and writes the `manifest.json` that lets `docker load` read it.
-fn plan_oci_layout(files: &dyn Files, options: &ImportOptions) -> Result<(Edits, Vec<String>)> {
+fn plan_oci_layout(files: &dyn ArchiveFiles, options: &ImportOptions) -> Result<(Edits, Vec<String>)> {
     let index_bytes = files.read_small("index.json")?;
     let index: OciDocument =
         serde_json::from_slice(&index_bytes).map_err(|e| bad(format!("index.json is not valid: {e}")))?;

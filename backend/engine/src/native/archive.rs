@@ -39,13 +39,16 @@ const MEDIA_LAYER_ZSTD: &str = "application/vnd.oci.image.layer.v1.tar+zstd";
 /// How many symlinks deep a `docker save` layer path may point (legacy archives link shared
 /// layers to one copy).
 const MAX_LINK_HOPS: usize = 8;
+/// Entries an archive's index holds at most (the index lives in memory).
+const MAX_INDEX_ENTRIES: u64 = 2_000_000;
 
 fn bad(reason: impl std::fmt::Display) -> EngineError {
     EngineError::invalid(format!("bad image archive: {reason}"))
 }
 
-/// The files of an archive, by their cleaned names.
-trait ArchiveFiles {
+/// The files of an archive, by their cleaned names (the Docker backend's import reads archives
+/// through this too).
+pub(crate) trait ArchiveFiles {
     fn open(&self, name: &str) -> Result<Box<dyn Read + Send + '_>>;
     fn contains(&self, name: &str) -> bool;
 
@@ -81,18 +84,21 @@ enum TarItem {
 }
 
 /// A tar file indexed once, read at random.
-struct TarFiles {
+pub(crate) struct TarFiles {
     path: PathBuf,
     items: HashMap<String, TarItem>,
 }
 
 impl TarFiles {
-    fn index(path: &Path) -> Result<TarFiles> {
+    pub(crate) fn index(path: &Path) -> Result<TarFiles> {
         let file = std::fs::File::open(path).map_err(|e| EngineError::internal("cannot open the archive", e))?;
         let mut archive = tar::Archive::new(file);
         let mut items = HashMap::new();
         let entries = archive.entries_with_seek().map_err(bad)?;
-        for entry in entries {
+        for (count, entry) in entries.enumerate() {
+            if count as u64 >= MAX_INDEX_ENTRIES {
+                return Err(bad(format!("more than {MAX_INDEX_ENTRIES} entries")));
+            }
             let entry = entry.map_err(bad)?;
             let raw = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
             // Names that escape are never looked up; the layer unpacker judges rootfs entries.
@@ -161,8 +167,8 @@ impl ArchiveFiles for TarFiles {
 }
 
 /// An OCI layout directory on the host. Names are resolved without following symlinks.
-struct DirFiles {
-    root: PathBuf,
+pub(crate) struct DirFiles {
+    pub(crate) root: PathBuf,
 }
 
 impl DirFiles {
