@@ -87,6 +87,10 @@ export PORTHOLE_REQUIRE_DOCKER=1
 echo "==> frontend: build, type check, unit tests"
 (cd web && npm run --silent build && npm run --silent check && npm test) 2>&1 | tee -a "$log"
 
+# A one-off build gains nothing from incremental caches, and they would double the disk the
+# build takes.
+export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
+
 echo "==> cargo fmt --check"
 cargo fmt --all -- --check
 
