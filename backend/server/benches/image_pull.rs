@@ -15,7 +15,7 @@
 #[path = "../tests/images_support/mod.rs"]
 mod images_support;
 
-use std::process::{Command, ExitCode, Stdio};
+use std::process::{ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
 use images_support::*;
@@ -128,24 +128,20 @@ fn main() -> ExitCode {
         mb_per_s(unpacked, unpack_time)
     );
 
-    if docker_daemon() {
+    if let Some(docker) = DockerCli::find() {
         let mut times = Vec::new();
         for _ in 0..runs {
-            let _ = Command::new("docker")
-                .args(["rmi", "-f", &reference])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status();
+            let _ =
+                docker.command().args(["rmi", "-f", &reference]).stdout(Stdio::null()).stderr(Stdio::null()).status();
             let start = Instant::now();
-            let ok = Command::new("docker").args(["pull", "-q", &reference]).stdout(Stdio::null()).status();
+            let ok = docker.command().args(["pull", "-q", &reference]).stdout(Stdio::null()).status();
             if !ok.is_ok_and(|s| s.success()) {
                 eprintln!("image_pull: docker pull failed (is 127.0.0.1 an insecure registry for the daemon?)");
                 break;
             }
             times.push(start.elapsed());
         }
-        let _ =
-            Command::new("docker").args(["rmi", "-f", &reference]).stdout(Stdio::null()).stderr(Stdio::null()).status();
+        let _ = docker.command().args(["rmi", "-f", &reference]).stdout(Stdio::null()).stderr(Stdio::null()).status();
         if !times.is_empty() {
             let t = median(times);
             println!(

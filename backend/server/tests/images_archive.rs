@@ -6,7 +6,6 @@
 mod images_support;
 
 use std::path::Path;
-use std::process::Command;
 
 use futures::StreamExt;
 use images_support::*;
@@ -82,18 +81,23 @@ async fn docker_save_archives_from_a_real_client_import_and_run() {
     check_runs(&engine2, "renamed:2").await;
     assert!(tree(&root2.path().join("images/staging")).is_empty());
 
-    if docker_daemon() {
-        // `docker save` output of the image we just loaded into Docker.
-        let status = Command::new("docker").args(["load", "-i"]).arg(&archive).status().unwrap();
-        assert!(status.success());
+    if let Some(docker) = DockerCli::find() {
+        // `docker save` output of an image Docker made itself (a commit on top of the one we
+        // just loaded into it): the native engine imports and runs it.
+        docker.run(&["load", "-i", &archive.to_string_lossy()]);
+        let name = format!("porthole-archive-test-{}", std::process::id());
+        docker.run(&["run", "--network", "none", "--name", &name, "example/app:1", "sh", "-c", "echo docker > /made"]);
+        docker.run(&["commit", "--change", "CMD [\"cat\", \"/made\"]", &name, "example/app:committed"]);
+        docker.run(&["rm", "-f", &name]);
         let from_docker = dir.path().join("from-docker.tar");
-        let status =
-            Command::new("docker").args(["save", "-o"]).arg(&from_docker).arg("example/app:1").status().unwrap();
-        assert!(status.success());
+        docker.run(&["save", "-o", &from_docker.to_string_lossy(), "example/app:1", "example/app:committed"]);
+        docker.run(&["rmi", "-f", "example/app:1", "example/app:committed"]);
         let root3 = temp_root();
         let engine3 = open(root3.path()).await;
-        engine3.import_image(ImageSource::Path(from_docker), ImportOptions::default()).await.unwrap();
+        let report = engine3.import_image(ImageSource::Path(from_docker), ImportOptions::default()).await.unwrap();
+        assert_eq!(report.images.len(), 2, "{:?}", report.images);
         check_runs(&engine3, "example/app:1").await;
+        assert_eq!(run(&engine3, "example/app:committed", "cat /made").await, "docker\n");
     } else {
         eprintln!("no Docker daemon: the `docker save` import ran on skopeo's docker-archive only");
     }
@@ -230,11 +234,10 @@ async fn saved_archives_are_read_by_skopeo_and_load_back() {
     engine4.import_image(ImageSource::Path(starter.clone()), ImportOptions::default()).await.unwrap();
     assert_eq!(run(&engine4, "busybox", "echo starter").await, "starter\n");
 
-    if docker_daemon() {
-        let status = Command::new("docker").args(["load", "-i"]).arg(&saved).status().unwrap();
-        assert!(status.success(), "docker load accepts the archive");
-        let out = Command::new("docker").args(["run", "--rm", "team/app:1"]).output().unwrap();
-        assert_eq!(String::from_utf8_lossy(&out.stdout), "archived\n");
+    if let Some(docker) = DockerCli::find() {
+        docker.run(&["load", "-i", &saved.to_string_lossy()]);
+        assert_eq!(docker.run(&["run", "--rm", "--network", "none", "team/app:1"]), "archived\n");
+        docker.run(&["rmi", "-f", "team/app:1"]);
     } else {
         eprintln!("no Docker daemon: `docker load` of the saved archive was not tried (skopeo read it)");
     }

@@ -617,16 +617,7 @@ impl ImageStore {
     /// unleased partial downloads). Returns how many layers went and the bytes freed.
     fn sweep(&self, in_use: &HashSet<PathBuf>, partials: bool) -> (usize, u64) {
         let _guard = self.guard();
-        let images = self.list();
-        let mut needed: HashSet<String> = HashSet::new();
-        for image in &images {
-            needed.extend(image.config.rootfs.diff_ids.iter().map(|d| hex_of(d).to_string()));
-            for record in self.layer_records(image) {
-                if let Some(blob) = record.blob {
-                    needed.insert(hex_of(&blob.digest).to_string());
-                }
-            }
-        }
+        let needed = self.needed_keys();
         let (mut layers, mut bytes) = (0, 0);
         let sweep_dir = |dir: PathBuf, suffix: &str, count: &mut usize, bytes: &mut u64| {
             let Ok(entries) = std::fs::read_dir(&dir) else { return };
@@ -637,16 +628,7 @@ impl ImageStore {
                 if needed.contains(hex) || in_use.contains(&path) {
                     continue;
                 }
-                // Checked and deleted under the lease lock: a pull that leases it meanwhile
-                // either wins (kept) or finds it gone (fetches it again).
-                let leases = self.leases.lock().unwrap_or_else(|e| e.into_inner());
-                if leases.contains_key(&format!("sha256:{hex}")) {
-                    continue;
-                }
-                let size = if path.is_dir() { dir_size(&path) } else { entry.metadata().map(|m| m.len()).unwrap_or(0) };
-                let removed = if path.is_dir() { std::fs::remove_dir_all(&path) } else { std::fs::remove_file(&path) };
-                drop(leases);
-                if removed.is_ok() {
+                if let Some(size) = self.remove_unleased(&path, hex) {
                     *count += 1;
                     *bytes += size;
                 }
@@ -659,6 +641,52 @@ impl ImageStore {
             sweep_dir(self.root.join("ingest"), ".partial", &mut blobs, &mut bytes);
         }
         (layers, bytes)
+    }
+
+    /// Removes the layers and blobs named in `keys` (diff ids and blob digests) that no image
+    /// needs and nobody leases: what a pull stored before the registry's content was found bad.
+    pub fn discard(&self, keys: &[String]) {
+        let _guard = self.guard();
+        let needed = self.needed_keys();
+        for key in keys {
+            if check_digest(key).is_err() || needed.contains(hex_of(key)) {
+                continue;
+            }
+            for path in [self.layer_dir(key), self.blob_path(key)] {
+                if path.exists() {
+                    self.remove_unleased(&path, hex_of(key));
+                }
+            }
+        }
+    }
+
+    /// Hex digests of every layer and blob some image refers to. Called under the store guard.
+    fn needed_keys(&self) -> HashSet<String> {
+        let mut needed = HashSet::new();
+        for image in &self.list() {
+            needed.extend(image.config.rootfs.diff_ids.iter().map(|d| hex_of(d).to_string()));
+            for record in self.layer_records(image) {
+                if let Some(blob) = record.blob {
+                    needed.insert(hex_of(&blob.digest).to_string());
+                }
+            }
+        }
+        needed
+    }
+
+    /// Deletes the layer directory or blob file `path` (named by `hex`) unless it is leased, and
+    /// returns the bytes freed.
+    fn remove_unleased(&self, path: &Path, hex: &str) -> Option<u64> {
+        // Checked and deleted under the lease lock: a pull that leases it meanwhile either wins
+        // (kept) or finds it gone (fetches it again).
+        let leases = self.leases.lock().unwrap_or_else(|e| e.into_inner());
+        if leases.contains_key(&format!("sha256:{hex}")) {
+            return None;
+        }
+        let size = if path.is_dir() { dir_size(path) } else { std::fs::metadata(path).map(|m| m.len()).unwrap_or(0) };
+        let removed = if path.is_dir() { std::fs::remove_dir_all(path) } else { std::fs::remove_file(path) };
+        drop(leases);
+        removed.ok().map(|()| size)
     }
 
     /// Stores a single-layer image whose root filesystem is the directory `rootfs` (moved into

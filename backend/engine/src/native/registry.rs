@@ -9,6 +9,7 @@
 //! `staging/` and are renamed into `layers/` once their diff id matches. Layers already stored
 //! are not fetched again. Progress goes to the caller as a stream.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -187,6 +188,11 @@ struct Pull {
     reference: Reference,
     store: ImageStore,
     progress: mpsc::Sender<Result<PullProgress>>,
+    /// Blobs and layers this pull added to the store.
+    added: std::sync::Mutex<Vec<String>>,
+    /// Set when the registry sent content that failed verification: the pull then stores
+    /// nothing, while a pull that merely broke off keeps its verified layers to resume.
+    rejected: AtomicBool,
 }
 
 /// Starts pulling `reference`; the returned stream reports progress, and dropping it stops the
@@ -226,9 +232,21 @@ pub fn pull(
     };
     let client = Client::try_from(config).map_err(|e| EngineError::internal("cannot set up the registry client", e))?;
     let (tx, rx) = mpsc::channel(256);
-    let pull = Arc::new(Pull { client, reference: parsed, store, progress: tx.clone() });
+    let pull = Arc::new(Pull {
+        client,
+        reference: parsed,
+        store,
+        progress: tx.clone(),
+        added: Default::default(),
+        rejected: AtomicBool::new(false),
+    });
     let task = tokio::spawn(async move {
         let result = pull.run(&normal, &platform, auth).await;
+        if result.is_err() && pull.rejected.load(Ordering::SeqCst) {
+            let added = std::mem::take(&mut *pull.added.lock().unwrap_or_else(|e| e.into_inner()));
+            let store = pull.store.clone();
+            let _ = tokio::task::spawn_blocking(move || store.discard(&added)).await;
+        }
         if let Err(e) = result {
             if e.kind() == ErrorKind::Internal {
                 tracing::warn!("pull {normal}: {}", e.detail());
@@ -254,6 +272,16 @@ impl Drop for AbortOnDrop {
 }
 
 impl Pull {
+    /// Marks the pull as having received bad content; returns `err`.
+    fn reject(&self, err: EngineError) -> EngineError {
+        self.rejected.store(true, Ordering::SeqCst);
+        err
+    }
+
+    fn record_added(&self, key: &str) {
+        self.added.lock().unwrap_or_else(|e| e.into_inner()).push(key.to_string());
+    }
+
     async fn report(&self, item: PullProgress) -> Result<()> {
         self.progress.send(Ok(item)).await.map_err(|_| EngineError::unavailable("the pull was cancelled"))
     }
@@ -270,7 +298,7 @@ impl Pull {
         let digest = format!("sha256:{}", hex::encode(Sha256::digest(&bytes)));
         if let Some(expected) = reference.digest() {
             if expected != digest {
-                return Err(mismatch(&what, expected, &digest));
+                return Err(self.reject(mismatch(&what, expected, &digest)));
             }
         }
         Ok((bytes.to_vec(), digest))
@@ -286,7 +314,7 @@ impl Pull {
             let by_digest = self.reference.clone_with_digest(chosen.clone());
             (bytes, digest) = self.manifest(&by_digest, &auth).await?;
             if digest != chosen {
-                return Err(mismatch(&format!("manifest of {normal}"), &chosen, &digest));
+                return Err(self.reject(mismatch(&format!("manifest of {normal}"), &chosen, &digest)));
             }
             manifest = serde_json::from_slice(&bytes)
                 .map_err(|e| EngineError::unavailable(format!("the manifest of {normal} is not valid JSON: {e}")))?;
@@ -326,7 +354,7 @@ impl Pull {
             .map_err(|e| registry_error(&format!("config of {normal}"), e))?;
         let config_digest = format!("sha256:{}", hex::encode(Sha256::digest(&config_bytes)));
         if config_digest != config_desc.digest {
-            return Err(mismatch(&format!("config of {normal}"), &config_desc.digest, &config_digest));
+            return Err(self.reject(mismatch(&format!("config of {normal}"), &config_desc.digest, &config_digest)));
         }
         let config: OciImageConfig = serde_json::from_slice(&config_bytes)
             .map_err(|e| EngineError::invalid(format!("the image config of {normal} is not valid: {e}")))?;
@@ -354,7 +382,8 @@ impl Pull {
             async move { this.layer(layer, diff_id).await }
         });
         // Every job runs to its end even when one fails, so a failed pull leaves a settled
-        // store: verified layers kept for next time, nothing half-written.
+        // store: verified layers kept for next time (unless the content was bad, see `rejected`),
+        // nothing half-written.
         let results: Vec<Result<LayerRecord>> = futures::stream::iter(jobs).buffered(PARALLEL_LAYERS).collect().await;
         let records = results.into_iter().collect::<Result<Vec<LayerRecord>>>()?;
 
@@ -406,7 +435,16 @@ impl Pull {
                 })
             })
             .await
-            .map_err(|e| EngineError::internal("unpack task failed", e))??;
+            .map_err(|e| EngineError::internal("unpack task failed", e))?
+            .map_err(|e| {
+                // A layer that is no valid archive, or unpacks to another diff id, is bad content.
+                if e.kind() == ErrorKind::InvalidArgument {
+                    self.reject(e)
+                } else {
+                    e
+                }
+            })?;
+            self.record_added(&diff_id);
         }
         self.report(progress(LayerPhase::Complete, layer.size)).await?;
         Ok(record)
@@ -479,10 +517,12 @@ impl Pull {
                     // Everything arrived and the client's own check failed: the data is bad.
                     drop(file);
                     let _ = tokio::fs::remove_file(&partial).await;
-                    return Err(EngineError::unavailable(format!(
-                        "{what}: the registry sent content that does not match its digest {digest}"
-                    ))
-                    .with_source(e));
+                    return Err(self.reject(
+                        EngineError::unavailable(format!(
+                            "{what}: the registry sent content that does not match its digest {digest}"
+                        ))
+                        .with_source(e),
+                    ));
                 }
                 Err(e) => {
                     // Keep what arrived: the next pull resumes from there.
@@ -494,10 +534,10 @@ impl Pull {
             if offset > layer.size {
                 drop(file);
                 let _ = tokio::fs::remove_file(&partial).await;
-                return Err(EngineError::unavailable(format!(
+                return Err(self.reject(EngineError::unavailable(format!(
                     "{what}: the registry sent more than the {} bytes the manifest declares",
                     layer.size
-                )));
+                ))));
             }
             hasher.update(&chunk);
             file.write_all(&chunk).await.map_err(io)?;
@@ -520,18 +560,21 @@ impl Pull {
         if offset != layer.size || actual != digest {
             let _ = tokio::fs::remove_file(&partial).await;
             if offset != layer.size {
-                return Err(EngineError::unavailable(format!(
+                return Err(self.reject(EngineError::unavailable(format!(
                     "{what}: the registry sent {offset} of the {} bytes the manifest declares",
                     layer.size
-                )));
+                ))));
             }
-            return Err(mismatch(&what, digest, &actual));
+            return Err(self.reject(mismatch(&what, digest, &actual)));
         }
         let store = self.store.clone();
         let digest = digest.to_string();
+        let adopted = digest.clone();
         tokio::task::spawn_blocking(move || store.adopt_blob(&partial, &digest))
             .await
-            .map_err(|e| EngineError::internal("download task failed", e))?
+            .map_err(|e| EngineError::internal("download task failed", e))??;
+        self.record_added(&adopted);
+        Ok(())
     }
 }
 

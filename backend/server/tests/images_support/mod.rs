@@ -413,12 +413,49 @@ pub fn tree(dir: &Path) -> Vec<String> {
     out
 }
 
-/// Whether a Docker daemon answers (the Docker round-trip tests need one).
-pub fn docker_daemon() -> bool {
-    Command::new("docker")
-        .args(["info", "--format", "{{.ServerVersion}}"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
+/// The `docker` client, pointed at the test daemon when `PORTHOLE_TEST_DOCKER_HOST` names one
+/// (scripts/test.sh starts its own daemon there) and at the client's default otherwise.
+pub struct DockerCli {
+    host: Option<String>,
+}
+
+impl DockerCli {
+    /// The client when a daemon answers it. `None` when none does and that is allowed; under
+    /// CI or `PORTHOLE_REQUIRE_DOCKER=1` a missing daemon fails the caller instead of skipping.
+    pub fn find() -> Option<DockerCli> {
+        let host = std::env::var("PORTHOLE_TEST_DOCKER_HOST").ok().filter(|h| !h.is_empty());
+        let cli = DockerCli { host };
+        let answers = cli
+            .command()
+            .args(["info", "--format", "{{.ServerVersion}}"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        let required = std::env::var_os("CI").is_some_and(|v| !v.is_empty())
+            || std::env::var("PORTHOLE_REQUIRE_DOCKER").is_ok_and(|v| v == "1");
+        assert!(
+            answers || !required,
+            "no Docker daemon answers the docker client (DOCKER_HOST={:?}), but CI/PORTHOLE_REQUIRE_DOCKER requires \
+             the Docker round trips: run the tests through scripts/test.sh, which starts a daemon",
+            cli.host
+        );
+        answers.then_some(cli)
+    }
+
+    /// A `docker` command for this daemon.
+    pub fn command(&self) -> Command {
+        let mut command = Command::new("docker");
+        if let Some(host) = &self.host {
+            command.env("DOCKER_HOST", host);
+        }
+        command
+    }
+
+    /// Runs `docker args…` and returns its stdout; panics with its stderr when it fails.
+    pub fn run(&self, args: &[&str]) -> String {
+        let out = self.command().args(args).output().unwrap_or_else(|e| panic!("docker {args:?}: {e}"));
+        assert!(out.status.success(), "docker {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
 }
