@@ -25,9 +25,9 @@ RUN cargo build --release --locked -p porthole \
 # --- runtime ------------------------------------------------------------------------------------
 FROM debian:bookworm-slim
 # libseccomp/libelf/zlib: linked by the binary; busybox-static: the starter image source;
-# ca-certificates: for registries once image pulls exist.
+# ca-certificates: for registries once image pulls exist; openssh-client: ssh:// Docker engines.
 RUN apt-get update \
- && apt-get install -y --no-install-recommends libseccomp2 libelf1 zlib1g busybox-static ca-certificates \
+ && apt-get install -y --no-install-recommends libseccomp2 libelf1 zlib1g busybox-static ca-certificates openssh-client \
  && rm -rf /var/lib/apt/lists/*
 COPY --from=build /usr/local/bin/porthole /usr/local/bin/porthole
 VOLUME /var/lib/porthole

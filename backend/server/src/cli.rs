@@ -81,9 +81,14 @@ pub struct ServeArgs {
     #[arg(long, env = "PORTHOLE_ALLOW_ORIGIN", value_delimiter = ',')]
     pub allow_origin: Option<Vec<String>>,
 
-    /// An engine to drive, as `name=native` (the embedded engine) or `name=<Docker address>`
-    /// (`unix:///var/run/docker.sock`, `tcp://host:2375`). Repeat for several; the first is the
-    /// default for new containers. [default: native=native]
+    /// An engine to drive, as `name=native` (the embedded engine) or `name=<Docker address>`:
+    /// `unix:///var/run/docker.sock`; `tcp://host:2375` (plain); `tcp://host:2376?tls-dir=DIR`
+    /// (TLS, the daemon checked against DIR/ca.pem, client certificate DIR/cert.pem and
+    /// DIR/key.pem; or give files with `?ca=FILE&cert=FILE&key=FILE`);
+    /// `ssh://[user@]host[:port][/remote/docker.sock]` (through the system's ssh and
+    /// ~/.ssh/config; options `?identity=FILE&known-hosts=FILE&config=FILE`). Paths are absolute,
+    /// `%2C` for a comma. Repeat for several; the first is the default for new containers.
+    /// [default: native=native]
     #[arg(long = "engine", env = "PORTHOLE_ENGINES", value_delimiter = ',')]
     pub engines: Option<Vec<EngineSpec>>,
 

@@ -1,5 +1,5 @@
 //! The engines one server drives: the embedded native engine and any number of Docker daemons
-//! (local socket or TCP), each under a name. Owns finding which engine a container lives on,
+//! (local socket, TCP with or without TLS, or SSH), each under a name. Owns finding which engine a container lives on,
 //! watching each Docker daemon (an engine that goes down is reported unavailable and comes back
 //! by itself), and merging every engine's events into one stream tagged with the engine's name.
 
@@ -10,7 +10,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use porthole_engine::api::{ContainerSummary, Event};
-use porthole_engine::docker::DockerEngine;
+use porthole_engine::docker::{DockerAddress, DockerEngine};
 use porthole_engine::{Engine, EngineError};
 use serde::Serialize;
 use tokio::sync::broadcast;
@@ -19,10 +19,13 @@ use tokio::sync::broadcast;
 const WATCH_INTERVAL: Duration = Duration::from_secs(2);
 /// The longest a check may take before the engine counts as down.
 const CHECK_TIMEOUT: Duration = Duration::from_secs(5);
+/// The longest a connection may take: an `ssh://` daemon needs ssh to log in first.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(20);
 const EVENT_QUEUE: usize = 1024;
 
 /// Where an engine is: `native`, or a Docker daemon address (`unix:///var/run/docker.sock`,
-/// `tcp://host:2375`).
+/// `tcp://host:2375`, `tcp://host:2376?tls-dir=/etc/porthole/tls`, `ssh://user@host`), kept as
+/// written (with its file options) for connecting.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum EngineAddress {
     Native,
@@ -51,12 +54,15 @@ impl std::str::FromStr for EngineSpec {
         }
         let address = match address {
             "native" => EngineAddress::Native,
-            a if a.starts_with("unix://") || a.starts_with("tcp://") || a.starts_with("http://") => {
+            a if ["unix://", "tcp://", "http://", "https://", "ssh://"].iter().any(|s| a.starts_with(s)) => {
+                // The syntax is checked now, so a bad address stops the server at start; files
+                // are read when the engine connects.
+                DockerAddress::parse(a).map_err(|e| format!("engine '{name}': {}", e.message()))?;
                 EngineAddress::Docker(a.to_string())
             }
             other => {
                 return Err(format!(
-                    "engine '{name}': '{other}' is neither 'native' nor a Docker address (unix://..., tcp://...)"
+                    "engine '{name}': '{other}' is neither 'native' nor a Docker address (unix://..., tcp://..., ssh://...)"
                 ))
             }
         };
@@ -86,6 +92,7 @@ pub struct EngineStatus {
     pub name: String,
     /// `native` or `docker`.
     pub backend: &'static str,
+    /// `native`, or the Docker address without its options (no paths of keys or certificates).
     pub address: String,
     pub available: bool,
     /// Why it is unavailable, in words.
@@ -177,7 +184,12 @@ impl EngineSet {
                         .ok_or_else(|| EngineError::invalid("only one native engine can run in a server"))?;
                     (Some(open().await?), "native", "native".to_string())
                 }
-                EngineAddress::Docker(address) => (None, "docker", address.clone()),
+                EngineAddress::Docker(address) => {
+                    let shown = DockerAddress::parse(address)
+                        .map(|a| a.to_string())
+                        .map_err(|e| EngineError::invalid(format!("engine '{}': {}", spec.name, e.message())))?;
+                    (None, "docker", shown)
+                }
             };
             entries.push(Arc::new(Entry {
                 name: spec.name.clone(),
@@ -245,14 +257,25 @@ impl EngineSet {
                 Ok(Err(err)) => self.set_status(entry, false, Some(err.message().to_string())),
                 Err(_) => self.set_status(entry, false, Some("the daemon does not answer".into())),
             },
-            None => match tokio::time::timeout(CHECK_TIMEOUT, DockerEngine::connect(address)).await {
+            // A connect that times out is dropped, and with it any ssh it started.
+            None => match tokio::time::timeout(CONNECT_TIMEOUT, DockerEngine::connect(address)).await {
                 Ok(Ok(docker)) => {
                     let engine: Arc<dyn Engine> = Arc::new(docker);
                     *entry.engine.write().unwrap_or_else(|e| e.into_inner()) = Some(engine.clone());
                     self.forward_events(entry.clone(), engine);
                     self.set_status(entry, true, None);
                 }
-                Ok(Err(err)) => self.set_status(entry, false, Some(err.message().to_string())),
+                Ok(Err(err)) => {
+                    // The message is what the API shows; the detail (which file, what ssh said)
+                    // is for the operator, once per change.
+                    let message = err.message().to_string();
+                    let repeated =
+                        entry.status.lock().unwrap_or_else(|e| e.into_inner()).error.as_ref() == Some(&message);
+                    if !repeated {
+                        tracing::warn!(engine = %entry.name, "cannot connect: {}", err.detail());
+                    }
+                    self.set_status(entry, false, Some(message));
+                }
                 Err(_) => self.set_status(entry, false, Some("the daemon does not answer".into())),
             },
         }
@@ -399,5 +422,26 @@ mod tests {
         assert!("tcp://x".parse::<EngineSpec>().unwrap_err().contains("name=native"));
         assert!("bad name=native".parse::<EngineSpec>().unwrap_err().contains("letters"));
         assert!("x=ftp://host".parse::<EngineSpec>().unwrap_err().contains("neither"));
+        let remote: EngineSpec = "prod=tcp://10.0.0.5:2376?tls-dir=/etc/porthole/prod".parse().unwrap();
+        assert_eq!(remote.address, EngineAddress::Docker("tcp://10.0.0.5:2376?tls-dir=/etc/porthole/prod".into()));
+        assert!("lab=ssh://me@lab.example:2222".parse::<EngineSpec>().is_ok());
+        let typo = "prod=tcp://10.0.0.5:2376?tlsdir=/etc/porthole/prod".parse::<EngineSpec>().unwrap_err();
+        assert!(typo.contains("prod") && typo.contains("unknown option"), "{typo}");
+        assert!("prod=tcp://h:2376?cert=/c&key=/k".parse::<EngineSpec>().unwrap_err().contains("CA"));
+    }
+
+    #[tokio::test]
+    async fn statuses_show_no_key_paths() {
+        let dir = tempfile::tempdir().unwrap();
+        let secret = dir.path().join("secret-tls");
+        let spec: EngineSpec = format!("prod=tcp://127.0.0.1:1?tls-dir={}", secret.display()).parse().unwrap();
+        let set = EngineSet::open(&[spec], || async { Err::<Arc<dyn Engine>, _>(EngineError::invalid("unused")) })
+            .await
+            .unwrap();
+        let status = set.statuses().remove(0);
+        assert_eq!(status.address, "tcp://127.0.0.1:1 (TLS)");
+        assert!(!status.available);
+        let error = status.error.unwrap();
+        assert!(error.contains("CA certificate") && !error.contains("secret-tls"), "{error}");
     }
 }

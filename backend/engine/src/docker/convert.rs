@@ -67,9 +67,12 @@ pub(super) fn docker_error(context: &str, err: DockerError) -> EngineError {
         | DockerError::HyperResponseError { .. }
         | DockerError::HyperLegacyError { .. }
         | DockerError::SocketNotFoundError(_)
-        | DockerError::RequestTimeoutError => {
-            EngineError::unavailable(format!("{context}: the Docker daemon cannot be reached")).with_source(err)
-        }
+        | DockerError::RequestTimeoutError => match super::tls::failure(&err) {
+            Some(why) => EngineError::unavailable(format!("{context}: TLS failed: {why}")).with_source(err),
+            None => {
+                EngineError::unavailable(format!("{context}: the Docker daemon cannot be reached")).with_source(err)
+            }
+        },
         other => EngineError::internal(context.to_string(), other),
     }
 }

@@ -1,26 +1,32 @@
 //! The Docker backend: [`DockerEngine`] implements the engine interface on an existing Docker
-//! daemon through the Docker Engine API (unix socket or plain `tcp://`). Request/response calls
-//! go through bollard; terminal I/O (attach, exec start) uses the engine's own hijacked
-//! connections ([`stream`]) so bytes pass untouched. [`convert`] owns the mapping between the two
-//! models and of Docker's statuses to error kinds; [`starter`] builds the `busybox:latest`
-//! starter image inside a daemon from the host's busybox; [`images`] maps pulls, imports and
-//! registry settings onto the daemon's image API.
+//! daemon through the Docker Engine API, local or remote: a unix socket, `tcp://` (plain, or TLS
+//! with client certificates: [`tls`]) or `ssh://` (an OpenSSH tunnel to the remote socket:
+//! [`ssh`]); [`address`] parses the addresses. Request/response calls go through bollard;
+//! terminal I/O (attach, exec start) uses the engine's own hijacked connections ([`stream`]) so
+//! bytes pass untouched. [`convert`] owns the mapping between the two models and of Docker's
+//! statuses to error kinds; [`starter`] builds the `busybox:latest` starter image inside a daemon
+//! from the host's busybox; [`images`] maps pulls, imports and registry settings onto the
+//! daemon's image API.
 //!
 //! Where Docker checks less than the native engine at create time (the command exists, the user
 //! exists), this backend checks it itself against the created container's files, so a bad
 //! request fails at `create` on both backends. Behaviour that still differs is listed in
 //! `docs/ENGINES.md`.
 
+mod address;
 mod convert;
 mod images;
+mod ssh;
 pub mod starter;
 mod stream;
+mod tls;
+
+pub use self::address::DockerAddress;
 
 /// The Docker API client this backend is built on, for callers of [`DockerEngine::client`].
 pub use bollard;
 
 use std::collections::{HashMap, HashSet};
-use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -38,6 +44,7 @@ use chrono::Utc;
 use futures::stream::{BoxStream, StreamExt};
 use tokio::io::AsyncWrite;
 
+use self::address::AddressKind;
 use self::convert::docker_error;
 use self::stream::Endpoint;
 use crate::api::{
@@ -72,7 +79,12 @@ pub struct DockerEngine {
 
 struct Inner {
     docker: Docker,
+    /// The address as shown (without file options), for messages.
+    address: DockerAddress,
     endpoint: Endpoint,
+    /// For `ssh://`: the tunnel the endpoint's socket belongs to, kept (and ssh running) for as
+    /// long as the engine.
+    tunnel: Option<ssh::Tunnel>,
     /// `v1.41`: the API version agreed with the daemon, prefixed to hijacked requests.
     api_version: String,
     pending_execs: Mutex<HashMap<String, PendingExec>>,
@@ -93,33 +105,10 @@ struct PendingExec {
 impl std::fmt::Debug for DockerEngine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("DockerEngine")
-            .field("endpoint", &self.inner.endpoint.to_string())
+            .field("address", &self.inner.address.to_string())
             .field("api_version", &self.inner.api_version)
             .finish()
     }
-}
-
-/// Parses a daemon address: `unix:///path`, an absolute socket path, or `tcp://host:port`
-/// (also `http://`). TLS and `ssh://` are not supported: forward the socket instead.
-fn parse_host(host: &str) -> Result<Endpoint> {
-    let host = host.trim();
-    if let Some(path) = host.strip_prefix("unix://") {
-        if path.starts_with('/') {
-            return Ok(Endpoint::Unix(PathBuf::from(path)));
-        }
-    } else if host.starts_with('/') {
-        return Ok(Endpoint::Unix(PathBuf::from(host)));
-    } else if let Some(addr) = host.strip_prefix("tcp://").or_else(|| host.strip_prefix("http://")) {
-        let addr = addr.trim_end_matches('/');
-        if !addr.is_empty() && !addr.contains('/') {
-            return Ok(Endpoint::Tcp(addr.to_string()));
-        }
-    } else if host.starts_with("ssh://") || host.starts_with("https://") {
-        return Err(EngineError::invalid(format!(
-            "Docker host {host:?}: ssh:// and TLS are not supported; forward the daemon's socket (ssh -L) and use unix://"
-        )));
-    }
-    Err(EngineError::invalid(format!("Docker host {host:?}: use unix:///path/to/docker.sock or tcp://host:port")))
 }
 
 /// Container references go into request paths: only Docker's id and name characters pass.
@@ -164,34 +153,62 @@ fn grace_seconds(grace: Duration) -> i32 {
 }
 
 impl DockerEngine {
-    /// Connects to the daemon at `host` and agrees on an API version with it.
+    /// Connects to the daemon at `host` and agrees on an API version with it. `host` is a
+    /// [`DockerAddress`]: `unix:///path`, `tcp://host:port` (TLS with `?tls-dir=` or
+    /// `?ca=&cert=&key=`), or `ssh://[user@]host[:port][/socket]`. TLS files are read, and for
+    /// `ssh://` the tunnel is opened, here.
     pub async fn connect(host: &str) -> Result<Self> {
-        let endpoint = parse_host(host)?;
+        let address = DockerAddress::parse(host)?;
+        let shown = address.to_string();
         let timeout = REQUEST_TIMEOUT.as_secs();
-        let docker = match &endpoint {
-            Endpoint::Unix(path) => {
-                Docker::connect_with_unix(&path.to_string_lossy(), timeout, bollard::API_DEFAULT_VERSION)
+        let cannot = |e| docker_error(&format!("cannot connect to the Docker daemon at {shown}"), e);
+        let (docker, endpoint, tunnel) = match &address.kind {
+            AddressKind::Unix(path) => {
+                let docker = Docker::connect_with_unix(&path.to_string_lossy(), timeout, bollard::API_DEFAULT_VERSION)
+                    .map_err(cannot)?;
+                (docker, Endpoint::Unix(path.clone()), None)
             }
-            Endpoint::Tcp(addr) => Docker::connect_with_http(addr, timeout, bollard::API_DEFAULT_VERSION),
-        }
-        .map_err(|e| docker_error(&format!("cannot connect to the Docker daemon at {endpoint}"), e))?;
-        let docker = docker
-            .negotiate_version()
-            .await
-            .map_err(|e| docker_error(&format!("cannot connect to the Docker daemon at {endpoint}"), e))?;
+            AddressKind::Tcp { host, port, tls: None } => {
+                let addr = if host.contains(':') { format!("[{host}]:{port}") } else { format!("{host}:{port}") };
+                let docker = Docker::connect_with_http(&addr, timeout, bollard::API_DEFAULT_VERSION).map_err(cannot)?;
+                (docker, Endpoint::Tcp(addr), None)
+            }
+            AddressKind::Tcp { host, port, tls: Some(files) } => {
+                let target = tls::TlsTarget::new(host, *port, files, &shown)?;
+                target.probe(&shown).await?;
+                (target.docker(timeout)?, Endpoint::Tls(target), None)
+            }
+            AddressKind::Ssh(target) => {
+                let tunnel = ssh::Tunnel::open(target, &shown).await?;
+                let socket = tunnel.socket().to_path_buf();
+                let docker =
+                    Docker::connect_with_unix(&socket.to_string_lossy(), timeout, bollard::API_DEFAULT_VERSION)
+                        .map_err(cannot)?;
+                (docker, Endpoint::Unix(socket), Some(tunnel))
+            }
+        };
+        let docker = docker.negotiate_version().await.map_err(cannot)?;
         let version = docker.client_version();
         let api_version = format!("v{}.{}", version.major_version, version.minor_version);
-        tracing::info!("docker: connected to {endpoint}, API {api_version}");
+        tracing::info!("docker: connected to {shown}, API {api_version}");
         Ok(DockerEngine {
             inner: Arc::new(Inner {
                 docker,
+                address,
                 endpoint,
+                tunnel,
                 api_version,
                 pending_execs: Mutex::new(HashMap::new()),
                 runnable: Mutex::new(HashSet::new()),
                 registries: images::Registries::default(),
             }),
         })
+    }
+
+    /// For an `ssh://` daemon, the pid of the ssh process forwarding its socket now (`None` while
+    /// the tunnel is being restarted, and for other addresses). For diagnostics and tests.
+    pub fn ssh_tunnel_pid(&self) -> Option<u32> {
+        self.inner.tunnel.as_ref().and_then(ssh::Tunnel::pid)
     }
 
     /// The bollard client, for what the engine interface does not cover (tests, tools).
@@ -352,7 +369,7 @@ impl DockerEngine {
     /// Opens a hijacked connection: `path` without the version prefix.
     async fn hijack(&self, path: &str, body: Option<serde_json::Value>) -> Result<stream::Hijacked> {
         let versioned = format!("/{}{path}", self.inner.api_version);
-        stream::hijack(&self.inner.endpoint, &versioned, body).await
+        stream::hijack(&self.inner.endpoint, &self.inner.address.to_string(), &versioned, body).await
     }
 
     fn process_io(hijacked: stream::Hijacked, tty: bool, with_input: bool) -> ProcessIo {
@@ -946,16 +963,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn hosts_parse() {
-        assert_eq!(parse_host("unix:///run/d.sock").unwrap(), Endpoint::Unix("/run/d.sock".into()));
-        assert_eq!(parse_host("/var/run/docker.sock").unwrap(), Endpoint::Unix("/var/run/docker.sock".into()));
-        assert_eq!(parse_host("tcp://127.0.0.1:2375").unwrap(), Endpoint::Tcp("127.0.0.1:2375".into()));
-        assert_eq!(parse_host("ssh://me@host").unwrap_err().kind(), ErrorKind::InvalidArgument);
-        assert_eq!(parse_host("unix://relative").unwrap_err().kind(), ErrorKind::InvalidArgument);
-        assert_eq!(parse_host("tcp://").unwrap_err().kind(), ErrorKind::InvalidArgument);
-    }
-
-    #[test]
     fn references_cannot_leave_their_path() {
         assert_eq!(container_ref("/name").unwrap(), "name");
         assert_eq!(container_ref("../images/x").unwrap_err().kind(), ErrorKind::NotFound);
@@ -981,5 +988,16 @@ mod tests {
         // Nothing listens on port 1 of the loopback address.
         let err = DockerEngine::connect("tcp://127.0.0.1:1").await.unwrap_err();
         assert_eq!(err.kind(), ErrorKind::Unavailable, "{}", err.detail());
+    }
+
+    #[tokio::test]
+    async fn missing_tls_files_are_invalid_and_named_in_the_detail() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("ca.pem"), "").unwrap();
+        let address = format!("tcp://127.0.0.1:1?tls-dir={}", dir.path().display());
+        let err = DockerEngine::connect(&address).await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InvalidArgument, "{}", err.detail());
+        assert!(err.message().contains("CA certificate"), "{}", err.message());
+        assert!(err.detail().contains("ca.pem"), "{}", err.detail());
     }
 }

@@ -7,7 +7,9 @@
 //! the framing from the first byte of each read (a byte above 2 means "raw"), so TTY output that
 //! happens to start with 0x00, 0x01 or 0x02 would be read as a frame header. Here the framing is
 //! chosen from what the engine knows (the container's or exec's `Tty`), and payloads are passed on
-//! as they are, never decoded as text.
+//! as they are, never decoded as text. The connections go over the daemon's unix socket (for
+//! `ssh://`, the tunnel's), plain TCP, or TLS with the configuration every other request uses
+//! ([`super::tls`]).
 
 use std::path::PathBuf;
 
@@ -21,23 +23,17 @@ use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 
 use super::convert::status_error;
+use super::tls::{self, TlsTarget};
 use crate::api::{EngineError, OutputChunk, Result, StdStream};
 
-/// Where the daemon listens.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Where the daemon listens, as hijacked connections reach it.
+#[derive(Debug, Clone)]
 pub(super) enum Endpoint {
+    /// A local socket (for `ssh://`, the tunnel's end).
     Unix(PathBuf),
     /// `host:port`, plain HTTP.
     Tcp(String),
-}
-
-impl std::fmt::Display for Endpoint {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Endpoint::Unix(path) => write!(f, "unix://{}", path.display()),
-            Endpoint::Tcp(addr) => write!(f, "tcp://{addr}"),
-        }
-    }
+    Tls(TlsTarget),
 }
 
 /// The two directions of a hijacked connection.
@@ -45,8 +41,14 @@ pub(super) type Hijacked =
     (tokio::io::ReadHalf<TokioIo<hyper::upgrade::Upgraded>>, tokio::io::WriteHalf<TokioIo<hyper::upgrade::Upgraded>>);
 
 /// Sends `POST path` (an origin-form path with the API version prefix and query) asking to
-/// upgrade the connection, and returns the raw connection once the daemon answered 101.
-pub(super) async fn hijack(endpoint: &Endpoint, path: &str, body: Option<serde_json::Value>) -> Result<Hijacked> {
+/// upgrade the connection, and returns the raw connection once the daemon answered 101. `shown`
+/// names the daemon in messages.
+pub(super) async fn hijack(
+    endpoint: &Endpoint,
+    shown: &str,
+    path: &str,
+    body: Option<serde_json::Value>,
+) -> Result<Hijacked> {
     let body = match body {
         Some(value) => {
             Bytes::from(serde_json::to_vec(&value).map_err(|e| EngineError::internal("bad request body", e))?)
@@ -60,16 +62,23 @@ pub(super) async fn hijack(endpoint: &Endpoint, path: &str, body: Option<serde_j
         .header(CONTENT_TYPE, "application/json")
         .body(Full::new(body))
         .map_err(|e| EngineError::internal("cannot build the request to the Docker daemon", e))?;
-    let unreachable = |e: std::io::Error| {
-        EngineError::unavailable(format!("cannot reach the Docker daemon at {endpoint}")).with_source(e)
+    let unreachable = |e: std::io::Error| match tls::failure(&e) {
+        Some(why) => {
+            EngineError::unavailable(format!("TLS with the Docker daemon at {shown} failed: {why}")).with_source(e)
+        }
+        None => EngineError::unavailable(format!("cannot reach the Docker daemon at {shown}")).with_source(e),
     };
     let upgraded = match endpoint {
         Endpoint::Unix(socket) => {
             upgrade(tokio::net::UnixStream::connect(socket).await.map_err(unreachable)?, request).await?
         }
         Endpoint::Tcp(addr) => {
-            upgrade(tokio::net::TcpStream::connect(addr).await.map_err(unreachable)?, request).await?
+            let tcp = tokio::net::TcpStream::connect(addr).await.map_err(unreachable)?;
+            // Terminal keystrokes are small writes; do not hold them back.
+            tcp.set_nodelay(true).map_err(unreachable)?;
+            upgrade(tcp, request).await?
         }
+        Endpoint::Tls(target) => upgrade(target.connect().await.map_err(unreachable)?, request).await?,
     };
     Ok(tokio::io::split(TokioIo::new(upgraded)))
 }
@@ -78,7 +87,10 @@ async fn upgrade<S>(io: S, request: hyper::Request<Full<Bytes>>) -> Result<hyper
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let lost = |e: hyper::Error| EngineError::unavailable("the connection to the Docker daemon failed").with_source(e);
+    let lost = |e: hyper::Error| match tls::failure(&e) {
+        Some(why) => EngineError::unavailable(format!("TLS with the Docker daemon failed: {why}")).with_source(e),
+        None => EngineError::unavailable("the connection to the Docker daemon failed").with_source(e),
+    };
     let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(io)).await.map_err(lost)?;
     // Drives the connection until the upgrade hands it over; ends with the connection.
     tokio::spawn(async move {

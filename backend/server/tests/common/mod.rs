@@ -1,6 +1,9 @@
 //! What the server test files share: a real Porthole server on a random port over a native
-//! engine and a fresh database, and an HTTP client for its API.
+//! engine and a fresh database, and an HTTP client for its API; Docker daemons of a test's own
+//! ([`dockerd`]).
 #![allow(dead_code)]
+
+pub mod dockerd;
 
 use std::sync::Arc;
 use std::time::Duration;
