@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use porthole_engine::api::{AttachOptions, ExecConfig, ProcessIo, TtySize};
 use porthole_engine::{Engine, EngineError};
 use rand::RngCore;
@@ -666,6 +666,9 @@ async fn forward_input(
     }
 }
 
+/// The most output the pump takes in before waking viewers.
+const PUMP_BATCH: usize = 1 << 20;
+
 /// Moves the process's output into the terminal's buffer, then records how it ended. Reads as
 /// fast as the engine delivers: viewers never hold it back.
 async fn pump_output(
@@ -673,21 +676,31 @@ async fn pump_output(
     terminal: Arc<Terminal>,
     mut output: futures::stream::BoxStream<'static, porthole_engine::Result<porthole_engine::api::OutputChunk>>,
 ) {
-    while let Some(chunk) = output.next().await {
-        match chunk {
-            Ok(chunk) => {
-                let end = {
-                    let mut buffer = lock(&terminal.buffer);
-                    buffer.append(chunk.data);
-                    buffer.end()
-                };
-                terminal.output_end.send_replace(end);
+    'pump: while let Some(mut chunk) = output.next().await {
+        // Everything the engine has already delivered goes in before viewers are woken, so a
+        // busy terminal wakes them once per batch rather than once per engine frame.
+        let mut batched = 0;
+        loop {
+            match chunk {
+                Ok(data) => {
+                    batched += data.data.len();
+                    lock(&terminal.buffer).append(data.data);
+                }
+                Err(err) => {
+                    tracing::warn!(terminal = %terminal.id, "output ended with an error: {}", err.detail());
+                    terminal.output_end.send_replace(lock(&terminal.buffer).end());
+                    break 'pump;
+                }
             }
-            Err(err) => {
-                tracing::warn!(terminal = %terminal.id, "output ended with an error: {}", err.detail());
+            if batched >= PUMP_BATCH {
                 break;
             }
+            match output.next().now_or_never() {
+                Some(Some(next)) => chunk = next,
+                _ => break,
+            }
         }
+        terminal.output_end.send_replace(lock(&terminal.buffer).end());
     }
     let exit_code = exit_code_of(&terminal).await;
     terminal.record_end(exit_code);
