@@ -10,6 +10,7 @@ import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { createInterface } from "node:readline";
+import { inflateSync } from "node:zlib";
 
 const here = dirname(fileURLToPath(import.meta.url));
 export const repo = resolve(here, "../..");
@@ -19,6 +20,18 @@ export const screenshots = process.env.PORTHOLE_SCREENSHOTS ?? join(targetDir, "
 
 /** No single wait may take longer. */
 export const WAIT = 20_000;
+
+/**
+ * Under CI (or with PORTHOLE_REQUIRE_BROWSERS=1) a browser that is not installed fails its
+ * tests; elsewhere they are skipped with the reason.
+ */
+export const browsersRequired = Boolean(process.env.CI) || process.env.PORTHOLE_REQUIRE_BROWSERS === "1";
+
+/** The `skip` option for tests that need `path`: false when it is there or required. */
+export function skipUnless(path, what) {
+  if (existsSync(path) || browsersRequired) return false;
+  return `${what} is not installed (${path}): run scripts/install-deps.sh`;
+}
 
 /** Checks what every end-to-end test needs before it starts anything. */
 export function checkPrerequisites() {
@@ -110,3 +123,72 @@ export async function until(check, describe, timeout = WAIT) {
   }
 }
 
+/**
+ * Decodes a PNG (8 bits per channel, RGB or RGBA, not interlaced: what browsers' screenshots
+ * are) into { width, height, channels, pixels }.
+ */
+export function decodePng(png) {
+  assert.equal(png.readUInt32BE(0), 0x89504e47, "not a PNG");
+  let offset = 8;
+  let header;
+  const data = [];
+  while (offset < png.length) {
+    const length = png.readUInt32BE(offset);
+    const type = png.toString("latin1", offset + 4, offset + 8);
+    const body = png.subarray(offset + 8, offset + 8 + length);
+    if (type === "IHDR") header = { width: body.readUInt32BE(0), height: body.readUInt32BE(4), depth: body[8], color: body[9], interlace: body[12] };
+    if (type === "IDAT") data.push(body);
+    offset += 12 + length;
+  }
+  assert.ok(header && header.depth === 8 && (header.color === 2 || header.color === 6) && header.interlace === 0, `an unsupported PNG: ${JSON.stringify(header)}`);
+  const channels = header.color === 6 ? 4 : 3;
+  const raw = inflateSync(Buffer.concat(data));
+  const stride = header.width * channels;
+  const pixels = Buffer.alloc(stride * header.height);
+  for (let y = 0; y < header.height; y++) {
+    const filter = raw[y * (stride + 1)];
+    const line = raw.subarray(y * (stride + 1) + 1, (y + 1) * (stride + 1));
+    for (let x = 0; x < stride; x++) {
+      const left = x >= channels ? pixels[y * stride + x - channels] : 0;
+      const up = y > 0 ? pixels[(y - 1) * stride + x] : 0;
+      const upLeft = x >= channels && y > 0 ? pixels[(y - 1) * stride + x - channels] : 0;
+      let predictor = 0;
+      if (filter === 1) predictor = left;
+      else if (filter === 2) predictor = up;
+      else if (filter === 3) predictor = (left + up) >> 1;
+      else if (filter === 4) {
+        const p = left + up - upLeft;
+        const [pa, pb, pc] = [Math.abs(p - left), Math.abs(p - up), Math.abs(p - upLeft)];
+        predictor = pa <= pb && pa <= pc ? left : pb <= pc ? up : upLeft;
+      }
+      pixels[y * stride + x] = (line[x] + predictor) & 0xff;
+    }
+  }
+  return { width: header.width, height: header.height, channels, pixels };
+}
+
+/**
+ * The longest straight run (in a row or a column) of light pixels (each channel above 200)
+ * inside `box` ({ left, top, right, bottom } in image pixels). Text never makes a long one; a
+ * light bar (say, a scrollbar drawn in a light theme over a dark terminal) does.
+ */
+export function longestLightRun(image, box) {
+  const light = (x, y) => {
+    const at = (y * image.width + x) * image.channels;
+    return image.pixels[at] > 200 && image.pixels[at + 1] > 200 && image.pixels[at + 2] > 200;
+  };
+  const left = Math.max(0, Math.floor(box.left));
+  const top = Math.max(0, Math.floor(box.top));
+  const right = Math.min(image.width, Math.ceil(box.right));
+  const bottom = Math.min(image.height, Math.ceil(box.bottom));
+  let longest = 0;
+  for (let y = top; y < bottom; y++) {
+    let run = 0;
+    for (let x = left; x < right; x++) longest = Math.max(longest, (run = light(x, y) ? run + 1 : 0));
+  }
+  for (let x = left; x < right; x++) {
+    let run = 0;
+    for (let y = top; y < bottom; y++) longest = Math.max(longest, (run = light(x, y) ? run + 1 : 0));
+  }
+  return longest;
+}
