@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every check and test Porthole has, as CI does: formatting, lints, the frontend's type
 # check and unit tests, the Rust test suite (unit, integration and end-to-end tests; the
-# container tests need root), and the dashboard's end-to-end tests in headless Chromium.
+# container tests need root), and the dashboard's end-to-end tests in headless Chromium, Firefox
+# and WebKit (in Xvfb).
 # Installs what it needs first.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -101,7 +102,7 @@ echo "==> cargo test"
 # Unit, integration and end-to-end tests; benches are run separately (they print numbers).
 cargo test --locked --workspace --lib --bins --tests -- --test-threads="${PORTHOLE_TEST_THREADS:-2}" 2>&1 | tee -a "$log"
 
-echo "==> dashboard end-to-end tests (headless Chromium against porthole serve)"
+echo "==> dashboard end-to-end tests (Chromium, Firefox and WebKit against porthole serve)"
 # The binary cargo test just built; screenshots land in target/e2e-screenshots/.
 target_dir="${CARGO_TARGET_DIR:-$PWD/target}"
 (cd web && PORTHOLE_BIN="$target_dir/debug/porthole" PORTHOLE_SCREENSHOTS="$target_dir/e2e-screenshots" npm run --silent e2e) 2>&1 | tee -a "$log"

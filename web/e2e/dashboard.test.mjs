@@ -11,55 +11,21 @@ import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
 import { execFileSync, spawn } from "node:child_process";
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, existsSync, writeFileSync } from "node:fs";
-import { createServer, connect } from "node:net";
+import { connect } from "node:net";
 import { tmpdir } from "node:os";
-import { dirname, join, resolve } from "node:path";
-import { fileURLToPath } from "node:url";
-import { createInterface } from "node:readline";
+import { join } from "node:path";
 import { chromium } from "playwright-core";
+import { WAIT, checkPrerequisites, freePort, screenshots, startServer, stopServer } from "./support.mjs";
 
-const here = dirname(fileURLToPath(import.meta.url));
-const repo = resolve(here, "../..");
-const targetDir = process.env.CARGO_TARGET_DIR ?? join(repo, "target");
-const binary = process.env.PORTHOLE_BIN ?? join(targetDir, "debug/porthole");
-const screenshots = process.env.PORTHOLE_SCREENSHOTS ?? join(targetDir, "e2e-screenshots");
 const chromiumPath = process.env.PORTHOLE_CHROMIUM ?? "/usr/bin/chromium";
 
-/** No single wait may take longer. */
-const WAIT = 20_000;
-
 let server;
-let dataDir;
 let browser;
 let owner;
 let ownerPage;
 let guest;
 let guestPage;
 const problems = [];
-
-function startServer() {
-  dataDir = mkdtempSync(join(tmpdir(), "ph-e2e-"));
-  const child = spawn(binary, ["serve", "--listen", "127.0.0.1:0", "--data-dir", dataDir], {
-    stdio: ["ignore", "ignore", "pipe"],
-  });
-  return new Promise((resolvePromise, reject) => {
-    let base;
-    let token;
-    const timer = setTimeout(() => reject(new Error("porthole did not report its address and login link within 60 s")), 60_000);
-    child.on("exit", (code) => reject(new Error(`porthole exited early with ${code}`)));
-    createInterface({ input: child.stderr }).on("line", (line) => {
-      if (process.env.PORTHOLE_E2E_VERBOSE) console.error(line);
-      const listening = line.split("listening on ")[1];
-      if (listening) base = listening.trim().replace(/\/$/, "");
-      const login = line.split("/login?token=")[1];
-      if (login) token = login.trim();
-      if (base && token) {
-        clearTimeout(timer);
-        resolvePromise({ child, base, token });
-      }
-    });
-  });
-}
 
 /** Collects what must never happen on a page: uncaught errors and CSP violations. */
 function watch(page, who) {
@@ -94,10 +60,8 @@ async function typeInTerminal(page, text) {
 }
 
 before(async () => {
-  assert.ok(existsSync(binary), `no porthole binary at ${binary}: build it first (cargo build)`);
+  checkPrerequisites();
   assert.ok(existsSync(chromiumPath), `no Chromium at ${chromiumPath}: run scripts/install-deps.sh`);
-  assert.ok(existsSync(join(repo, "static/app.js")), "static/app.js is missing: run npm run build in web/");
-  mkdirSync(screenshots, { recursive: true });
   server = await startServer();
   browser = await chromium.launch({
     executablePath: chromiumPath,
@@ -110,35 +74,15 @@ before(async () => {
   ownerPage = watch(await owner.newPage(), "owner");
 });
 
-/** Removes whatever containers the tests left (a failed test may leave some running). */
-async function removeAllContainers() {
-  const headers = { authorization: `Bearer ${server.token}` };
-  const response = await fetch(`${server.base}/api/containers?all=true`, { headers });
-  for (const container of await response.json()) {
-    await fetch(`${server.base}/api/containers/${container.id}?force=true`, { method: "DELETE", headers });
-  }
-}
-
 after(async () => {
-  await browser?.close();
-  if (server) {
-    await removeAllContainers();
-    server.child.kill("SIGTERM");
-    await new Promise((r) => {
-      const timer = setTimeout(() => {
-        server.child.kill("SIGKILL");
-        r();
-      }, 15_000);
-      server.child.on("exit", () => {
-        clearTimeout(timer);
-        r();
-      });
-    });
-  }
-  if (dataDir) rmSync(dataDir, { recursive: true, force: true });
-  if (registry) {
-    registry.child.kill("SIGTERM");
-    rmSync(registry.dir, { recursive: true, force: true });
+  try {
+    await browser?.close();
+    await stopServer(server);
+  } finally {
+    if (registry) {
+      registry.child.kill("SIGTERM");
+      rmSync(registry.dir, { recursive: true, force: true });
+    }
   }
 });
 
@@ -348,18 +292,6 @@ test("stop and remove from the containers list, with confirmation", async () => 
 });
 
 let registry;
-
-/** A free TCP port on 127.0.0.1. */
-function freePort() {
-  return new Promise((resolvePort, reject) => {
-    const probe = createServer();
-    probe.on("error", reject);
-    probe.listen(0, "127.0.0.1", () => {
-      const { port } = probe.address();
-      probe.close(() => resolvePort(port));
-    });
-  });
-}
 
 /** A real `docker-registry` on 127.0.0.1 serving from a temp dir (stopped in `after`). */
 async function startRegistry() {

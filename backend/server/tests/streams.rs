@@ -160,6 +160,14 @@ async fn events_stream_as_server_sent_events() {
     let response = s.http.get(format!("http://{}/api/events", s.addr)).bearer_auth(&s.owner).send().await.unwrap();
     assert_eq!(response.headers()["content-type"], "text/event-stream");
     let mut body = response.bytes_stream();
+    // Something at once, before any event: Firefox shows a page no response (EventSource stays
+    // "connecting") until body bytes arrive, and the keep-alive comes only after 15 s.
+    let first = tokio::time::timeout(std::time::Duration::from_secs(5), body.next())
+        .await
+        .expect("the stream says something at once")
+        .unwrap()
+        .unwrap();
+    assert!(first.starts_with(b":"), "the stream opens with a comment, not {first:?}");
     let id = run(&s, "exit 7").await;
     let mut seen = String::new();
     let began = Instant::now();

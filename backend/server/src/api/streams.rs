@@ -188,7 +188,11 @@ async fn send_logs(
 /// `GET /api/events`: every engine's events as server-sent events: `event: container` (the
 /// event with its `engine`), `event: engine` (an engine became unavailable or available again).
 /// A reader that falls behind loses the oldest events, and is told with `event: lagged`.
+/// The stream opens with a comment: Firefox hands a response to the page (`EventSource` fires
+/// `open`, `fetch` resolves) only once body bytes arrive, which would otherwise be the first
+/// event or the keep-alive 15 s later.
 async fn events(State(state): State<AppState>) -> Sse<impl futures::Stream<Item = Result<SseEvent, Infallible>>> {
+    let hello = futures::stream::once(async { Ok(SseEvent::default().comment("connected")) });
     let stream = tokio_stream::wrappers::BroadcastStream::new(state.engines.subscribe()).map(|item| {
         let event = match item {
             Ok(SetEvent::Container(event)) => {
@@ -203,7 +207,7 @@ async fn events(State(state): State<AppState>) -> Sse<impl futures::Stream<Item 
         };
         Ok(event)
     });
-    Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+    Sse::new(hello.chain(stream)).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
 }
 
 #[derive(Debug, Deserialize)]
