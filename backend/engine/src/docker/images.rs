@@ -881,42 +881,11 @@ fn write_body(body: &Body, mut out: impl Write) -> std::io::Result<()> {
     builder.into_inner()?.flush()
 }
 
-/// A `Write` that hands what is written to an async reader in chunks.
-struct ChannelWriter {
-    buffer: Vec<u8>,
-    tx: mpsc::Sender<std::io::Result<Bytes>>,
-}
-
-impl ChannelWriter {
-    fn send(&mut self) -> std::io::Result<()> {
-        if self.buffer.is_empty() {
-            return Ok(());
-        }
-        let chunk = Bytes::from(std::mem::replace(&mut self.buffer, Vec::with_capacity(CHUNK)));
-        // The request went away: stop writing.
-        self.tx.blocking_send(Ok(chunk)).map_err(|_| std::io::Error::from(std::io::ErrorKind::BrokenPipe))
-    }
-}
-
-impl Write for ChannelWriter {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.buffer.extend_from_slice(buf);
-        if self.buffer.len() >= CHUNK {
-            self.send()?;
-        }
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        self.send()
-    }
-}
-
 /// The body as a byte stream for the daemon, written by a blocking task as it is read.
 pub(super) fn body_stream(body: Body) -> BoxStream<'static, std::io::Result<Bytes>> {
     let (tx, rx) = mpsc::channel(8);
     tokio::task::spawn_blocking(move || {
-        let mut writer = ChannelWriter { buffer: Vec::with_capacity(CHUNK), tx: tx.clone() };
+        let mut writer = crate::native::archive::ChannelWriter::new(tx.clone());
         if let Err(e) = write_body(&body, &mut writer).and_then(|()| writer.flush()) {
             if e.kind() != std::io::ErrorKind::BrokenPipe {
                 tracing::warn!("docker: cannot send the archive: {e}");

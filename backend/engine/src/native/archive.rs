@@ -669,6 +669,45 @@ impl<W: Write> Write for HashingWriter<W> {
     }
 }
 
+/// A `Write` that hands what is written to an async reader in chunks of [`STREAM_CHUNK`]
+/// (from a blocking task: it blocks while the reader is behind). `flush` sends what is left.
+pub struct ChannelWriter<E> {
+    buffer: Vec<u8>,
+    tx: tokio::sync::mpsc::Sender<std::result::Result<bytes::Bytes, E>>,
+}
+
+/// The size of the chunks a [`ChannelWriter`] sends.
+pub const STREAM_CHUNK: usize = 256 << 10;
+
+impl<E> ChannelWriter<E> {
+    pub fn new(tx: tokio::sync::mpsc::Sender<std::result::Result<bytes::Bytes, E>>) -> Self {
+        ChannelWriter { buffer: Vec::with_capacity(STREAM_CHUNK), tx }
+    }
+
+    fn send(&mut self) -> std::io::Result<()> {
+        if self.buffer.is_empty() {
+            return Ok(());
+        }
+        let chunk = bytes::Bytes::from(std::mem::replace(&mut self.buffer, Vec::with_capacity(STREAM_CHUNK)));
+        // The reader went away: stop writing.
+        self.tx.blocking_send(Ok(chunk)).map_err(|_| std::io::Error::from(std::io::ErrorKind::BrokenPipe))
+    }
+}
+
+impl<E> Write for ChannelWriter<E> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.buffer.extend_from_slice(buf);
+        if self.buffer.len() >= STREAM_CHUNK {
+            self.send()?;
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.send()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1172,9 +1172,10 @@ impl Images for NativeEngine {
         }
         let (tx, rx) = tokio::sync::mpsc::channel::<Result<bytes::Bytes>>(16);
         tokio::task::spawn_blocking(move || {
-            let mut writer = archive_stream::ChannelWriter::new(tx.clone());
+            let mut writer = archive::ChannelWriter::new(tx.clone());
             let result = archive::save(&store, &images, &mut writer).and_then(|()| {
-                writer.finish().map_err(|e| EngineError::unavailable("the archive could not be written").with_source(e))
+                std::io::Write::flush(&mut writer)
+                    .map_err(|e| EngineError::unavailable("the archive could not be written").with_source(e))
             });
             if let Err(e) = result {
                 let _ = tx.blocking_send(Err(e));
@@ -1213,53 +1214,6 @@ impl Images for NativeEngine {
 
     async fn list_registries(&self) -> Result<Vec<RegistrySummary>> {
         self.inner.registries.list()
-    }
-}
-
-/// A `Write` that hands what is written to an async reader in chunks.
-mod archive_stream {
-    use std::io::Write;
-
-    use crate::api::Result;
-
-    const CHUNK: usize = 256 << 10;
-
-    pub struct ChannelWriter {
-        buffer: Vec<u8>,
-        tx: tokio::sync::mpsc::Sender<Result<bytes::Bytes>>,
-    }
-
-    impl ChannelWriter {
-        pub fn new(tx: tokio::sync::mpsc::Sender<Result<bytes::Bytes>>) -> Self {
-            ChannelWriter { buffer: Vec::with_capacity(CHUNK), tx }
-        }
-
-        fn send(&mut self) -> std::io::Result<()> {
-            if self.buffer.is_empty() {
-                return Ok(());
-            }
-            let chunk = bytes::Bytes::from(std::mem::replace(&mut self.buffer, Vec::with_capacity(CHUNK)));
-            // The reader went away: stop writing the archive.
-            self.tx.blocking_send(Ok(chunk)).map_err(|_| std::io::Error::from(std::io::ErrorKind::BrokenPipe))
-        }
-
-        pub fn finish(mut self) -> std::io::Result<()> {
-            self.send()
-        }
-    }
-
-    impl Write for ChannelWriter {
-        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            self.buffer.extend_from_slice(buf);
-            if self.buffer.len() >= CHUNK {
-                self.send()?;
-            }
-            Ok(buf.len())
-        }
-
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
     }
 }
 
