@@ -9,6 +9,8 @@
 //!   every viewer got every byte, and the server's CPU use.
 //!
 //! Sizes: `PORTHOLE_BENCH_MB` (default 100) for throughput, a fifth of it for fan-out.
+//! Throughput alternates raw and WebSocket runs `PORTHOLE_BENCH_ROUNDS` times (default 3) and
+//! compares medians: the raw rate alone varies by a third from one run to the next here.
 
 use std::io::{BufRead, BufReader, Read};
 use std::os::fd::AsRawFd;
@@ -129,9 +131,13 @@ struct Viewer {
 
 impl Viewer {
     async fn connect(server: &Server, terminal: &str) -> Viewer {
-        let url = format!("ws://{}/api/terminals/{terminal}/ws", server.base);
+        Viewer::connect_to(&server.base, &server.token, terminal).await
+    }
+
+    async fn connect_to(base: &str, token: &str, terminal: &str) -> Viewer {
+        let url = format!("ws://{base}/api/terminals/{terminal}/ws");
         let mut request = url.into_client_request().unwrap();
-        request.headers_mut().insert("authorization", format!("Bearer {}", server.token).parse().unwrap());
+        request.headers_mut().insert("authorization", format!("Bearer {token}").parse().unwrap());
         let (ws, _) = tokio_tungstenite::connect_async_with_config(request, None, true)
             .await
             .expect("the terminal WebSocket opens");
@@ -233,35 +239,55 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
 }
 
-async fn throughput(server: &Server, container: &str, bytes: u64, engine: &str) {
-    let raw = raw_pty_rate(bytes);
+fn median(values: &mut [f64]) -> f64 {
+    values.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    values.get(values.len() / 2).copied().unwrap_or(0.0)
+}
+
+/// Returns the median WebSocket rate (MB/s).
+async fn throughput(server: &Server, container: &str, bytes: u64, engine: &str, rounds: usize) -> f64 {
     let terminal = server.terminal(container, &["sh"]).await;
     let mut viewer = Viewer::connect(server, &terminal).await;
     viewer.type_keys("echo ready-$((1+1))\n").await;
     viewer.until(b"ready-2").await;
-    let start_offset = viewer.received;
-    let began = Instant::now();
-    viewer.type_keys(&flood_command(bytes, "THROUGHPUT")).await;
-    let complete = viewer.until(b"THROUGHPUT-42").await;
-    let elapsed = began.elapsed();
-    let got = viewer.received - start_offset;
-    let ws_rate = mb_per_s(got, elapsed);
-    match raw {
-        Some((raw_bytes, raw_time)) => {
-            let raw_rate = mb_per_s(raw_bytes, raw_time);
-            println!(
-                "throughput ({engine}): WebSocket client {ws_rate:.1} MB/s ({got} bytes in {elapsed:.2?}{}), raw host PTY {raw_rate:.1} MB/s ({raw_bytes} bytes): {:.0}% of raw (target >= 90%)",
-                if complete { "" } else { ", INCOMPLETE" },
-                100.0 * ws_rate / raw_rate
-            );
-        }
-        None => println!(
-            "throughput ({engine}): WebSocket client {ws_rate:.1} MB/s; raw PTY rate not measured (no busybox)"
-        ),
+    let (mut raw_rates, mut ws_rates) = (Vec::new(), Vec::new());
+    for round in 1..=rounds {
+        let raw = raw_pty_rate(bytes);
+        let start_offset = viewer.received;
+        let began = Instant::now();
+        let marker = format!("THROUGHPUT{round}");
+        viewer.type_keys(&flood_command(bytes, &marker)).await;
+        let complete = viewer.until(format!("{marker}-42").as_bytes()).await;
+        let elapsed = began.elapsed();
+        let got = viewer.received - start_offset;
+        let ws_rate = mb_per_s(got, elapsed);
+        ws_rates.push(ws_rate);
+        let raw_text = match raw {
+            Some((raw_bytes, raw_time)) => {
+                let raw_rate = mb_per_s(raw_bytes, raw_time);
+                raw_rates.push(raw_rate);
+                format!("raw host PTY {raw_rate:.1} MB/s ({raw_bytes} bytes)")
+            }
+            None => "raw PTY rate not measured (no busybox)".to_string(),
+        };
+        println!(
+            "throughput ({engine}) round {round}: WebSocket client {ws_rate:.1} MB/s ({got} bytes in {elapsed:.2?}{}), {raw_text}",
+            if complete { "" } else { ", INCOMPLETE" },
+        );
+    }
+    let ws = median(&mut ws_rates);
+    if !raw_rates.is_empty() {
+        let raw = median(&mut raw_rates);
+        let ratio = 100.0 * ws / raw;
+        println!(
+            "throughput ({engine}): median WebSocket {ws:.1} MB/s, median raw {raw:.1} MB/s: {ratio:.0}% of raw (target >= 90%: {})",
+            if ratio >= 90.0 { "met" } else { "missed" }
+        );
     }
     if viewer.resets > 0 {
         println!("throughput: the client was reset {} times ({} bytes missed)", viewer.resets, viewer.missed);
     }
+    ws
 }
 
 async fn echo_latency(server: &Server, container: &str, label: &str) -> (Duration, Duration) {
@@ -288,24 +314,40 @@ async fn echo_latency(server: &Server, container: &str, label: &str) -> (Duratio
     (p50, p99)
 }
 
-async fn flooded_echo_latency(server: &Server, container: &str) {
-    let flood = server.terminal(container, &["sh", "-c", &format!("yes {LINE}")]).await;
-    let mut flood_viewer = Viewer::connect(server, &flood).await;
+/// Echo latency in `container` while a terminal of `flood_container` prints without pause to
+/// a viewer of its own: another client, so it reads on its own thread, as another person's
+/// browser would.
+async fn flooded_echo_latency(server: &Server, container: &str, flood_container: &str, label: &str) {
+    let flood = server.terminal(flood_container, &["sh", "-c", &format!("yes {LINE}")]).await;
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let stop_reader = stop.clone();
-    let reader = tokio::spawn(async move {
-        let began = Instant::now();
-        while !stop_reader.load(std::sync::atomic::Ordering::Relaxed) {
-            if flood_viewer.next().await.is_none() {
-                break;
+    let (base, token) = (server.base.clone(), server.token.clone());
+    let reader = std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a runtime");
+        runtime.block_on(async move {
+            let mut flood_viewer = Viewer::connect_to(&base, &token, &flood).await;
+            let (began, start) = (Instant::now(), flood_viewer.received);
+            while !stop_reader.load(std::sync::atomic::Ordering::Relaxed) {
+                if flood_viewer.next().await.is_none() {
+                    break;
+                }
             }
-        }
-        (flood_viewer.received, began.elapsed())
+            let result = (flood_viewer.received - start, began.elapsed());
+            // Ctrl-C ends the flood, so that it does not load the measurements after this one;
+            // the terminal closes when its process has gone.
+            flood_viewer.type_keys("\x03").await;
+            let ended =
+                tokio::time::timeout(Duration::from_secs(10), async { while flood_viewer.next().await.is_some() {} });
+            if ended.await.is_err() {
+                println!("  (the flooding terminal did not stop on Ctrl-C)");
+            }
+            result
+        })
     });
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let (_, p99) = echo_latency(server, container, "while another terminal floods").await;
+    let (_, p99) = echo_latency(server, container, &format!("while {label} floods")).await;
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    if let Ok((bytes, time)) = reader.await {
+    if let Ok((bytes, time)) = tokio::task::spawn_blocking(move || reader.join()).await.expect("joined") {
         println!(
             "  (the flooding terminal delivered {:.1} MB/s meanwhile; p99 target <= 5 ms: {})",
             mb_per_s(bytes, time),
@@ -314,7 +356,7 @@ async fn flooded_echo_latency(server: &Server, container: &str) {
     }
 }
 
-async fn fan_out(server: &Server, container: &str, viewers: usize, bytes: u64) {
+async fn fan_out(server: &Server, container: &str, viewers: usize, bytes: u64) -> f64 {
     let terminal = server.terminal(container, &["sh"]).await;
     let mut owner = Viewer::connect(server, &terminal).await;
     let mut clients = Vec::with_capacity(viewers);
@@ -361,6 +403,7 @@ async fn fan_out(server: &Server, container: &str, viewers: usize, bytes: u64) {
         100.0 * cpu.as_secs_f64() / wall.as_secs_f64(),
         if complete { "" } else { ", SOME DID NOT FINISH" }
     );
+    median
 }
 
 fn main() {
@@ -369,6 +412,7 @@ fn main() {
         return;
     }
     let mb: u64 = std::env::var("PORTHOLE_BENCH_MB").ok().and_then(|v| v.parse().ok()).unwrap_or(100);
+    let rounds: usize = std::env::var("PORTHOLE_BENCH_ROUNDS").ok().and_then(|v| v.parse().ok()).unwrap_or(3).max(1);
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("a tokio runtime");
     let docker = std::env::var("PORTHOLE_BENCH_DOCKER_HOST").ok().filter(|h| !h.is_empty());
     runtime.block_on(async {
@@ -385,22 +429,36 @@ fn main() {
         let server = start_server(docker.as_deref());
         println!("server: porthole serve (pid {}) at {}", server.child.id(), server.base);
         let container = server.container("native").await;
-        throughput(&server, &container, mb * 1_000_000, "native").await;
+        let neighbour = server.container("native").await;
+        throughput(&server, &container, mb * 1_000_000, "native", rounds).await;
         let (_, p99) = echo_latency(&server, &container, "idle").await;
         println!("  (p99 target <= 2 ms: {})", if p99 <= Duration::from_millis(2) { "met" } else { "missed" });
-        flooded_echo_latency(&server, &container).await;
+        flooded_echo_latency(&server, &container, &container, "another terminal of the same container").await;
+        flooded_echo_latency(&server, &container, &neighbour, "a terminal of another container").await;
+        let mut single = 0.0;
         for viewers in [1, 10, 50, 100] {
-            fan_out(&server, &container, viewers, mb * 200_000).await;
+            let median = fan_out(&server, &container, viewers, mb * 200_000).await;
+            if viewers == 1 {
+                single = median;
+            }
+            if viewers == 50 {
+                println!(
+                    "  (50 viewers: median {median:.1} MB/s against half the single viewer's {:.1} MB/s: {})",
+                    single / 2.0,
+                    if median >= single / 2.0 { "met" } else { "missed" }
+                );
+            }
         }
         let remove = |id: String| {
             let request = server.http.delete(format!("http://{}/api/containers/{id}?force=true", server.base));
             request.bearer_auth(&server.token).send()
         };
         let _ = remove(container).await;
+        let _ = remove(neighbour).await;
         match &docker {
             Some(_) => {
                 let container = server.container("docker").await;
-                throughput(&server, &container, mb * 1_000_000, "docker").await;
+                throughput(&server, &container, mb * 1_000_000, "docker", rounds).await;
                 echo_latency(&server, &container, "idle, Docker backend").await;
                 let _ = remove(container).await;
             }
