@@ -127,6 +127,7 @@ struct Viewer {
     tail: Vec<u8>,
     resets: u64,
     missed: u64,
+    frames: u64,
 }
 
 impl Viewer {
@@ -141,7 +142,7 @@ impl Viewer {
         let (ws, _) = tokio_tungstenite::connect_async_with_config(request, None, true)
             .await
             .expect("the terminal WebSocket opens");
-        let mut viewer = Viewer { ws, received: 0, tail: Vec::new(), resets: 0, missed: 0 };
+        let mut viewer = Viewer { ws, received: 0, tail: Vec::new(), resets: 0, missed: 0, frames: 0 };
         // Wait for hello, then drain the history so measurements start from live output.
         viewer.next().await;
         viewer
@@ -153,6 +154,7 @@ impl Viewer {
         match message {
             Message::Binary(data) => {
                 self.received += data.len() as u64;
+                self.frames += 1;
                 self.tail.extend_from_slice(&data);
                 if self.tail.len() > 256 {
                     self.tail.drain(..self.tail.len() - 256);
@@ -253,7 +255,7 @@ async fn throughput(server: &Server, container: &str, bytes: u64, engine: &str, 
     let (mut raw_rates, mut ws_rates) = (Vec::new(), Vec::new());
     for round in 1..=rounds {
         let raw = raw_pty_rate(bytes);
-        let start_offset = viewer.received;
+        let (start_offset, start_frames) = (viewer.received, viewer.frames);
         let began = Instant::now();
         let marker = format!("THROUGHPUT{round}");
         viewer.type_keys(&flood_command(bytes, &marker)).await;
@@ -271,7 +273,8 @@ async fn throughput(server: &Server, container: &str, bytes: u64, engine: &str, 
             None => "raw PTY rate not measured (no busybox)".to_string(),
         };
         println!(
-            "throughput ({engine}) round {round}: WebSocket client {ws_rate:.1} MB/s ({got} bytes in {elapsed:.2?}{}), {raw_text}",
+            "throughput ({engine}) round {round}: WebSocket client {ws_rate:.1} MB/s ({got} bytes in {elapsed:.2?}, {} frames{}), {raw_text}",
+            viewer.frames - start_frames,
             if complete { "" } else { ", INCOMPLETE" },
         );
     }
