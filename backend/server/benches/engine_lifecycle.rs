@@ -11,8 +11,9 @@
 //! - **docker backend** (only if `PORTHOLE_BENCH_DOCKER_HOST` or `DOCKER_HOST` names a daemon): the
 //!   same lifecycle and exec measurements through `porthole_engine::docker::DockerEngine`, with a
 //!   busybox image imported through the backend;
-//! - **docker** (only if `docker info` succeeds): `docker run --rm IMG true` and
-//!   `docker exec CTR true`, with an image imported offline from the host's `/bin/busybox`
+//! - **docker** (only if `docker info` succeeds): `docker run --rm IMG true` (the daemon's
+//!   default network), `docker run --rm --network none IMG true` (the native engine's default)
+//!   and `docker exec CTR true`, with an image imported offline from the host's `/bin/busybox`
 //!   (the CLI talks to `PORTHOLE_BENCH_DOCKER_HOST` when that is set).
 //!
 //! It prints one line per metric with the targets beside the results; it never fails on a
@@ -130,6 +131,9 @@ async fn bench(runs: usize, docker_runs: usize) -> usize {
     }
     if let (Some(native), Some(docker_run)) = (native_lifecycle, docker.run) {
         print_ratio("lifecycle", "docker CLI", native, docker_run);
+    }
+    if let (Some(native), Some(docker_run)) = (native_lifecycle, docker.run_without_network) {
+        print_ratio("lifecycle", "docker CLI --network none", native, docker_run);
     }
     if let (Some(native), Some(docker_exec)) = (native_exec, docker.exec) {
         print_ratio("exec", "docker CLI", native, docker_exec);
@@ -616,6 +620,7 @@ async fn docker_backend_bench(runs: usize) -> EngineResults {
 #[derive(Default)]
 struct DockerResults {
     run: Option<Summary>,
+    run_without_network: Option<Summary>,
     exec: Option<Summary>,
     errors: usize,
 }
@@ -635,28 +640,22 @@ async fn docker_bench(runs: usize) -> DockerResults {
         return results;
     }
 
-    let mut samples = Vec::new();
-    let mut errors = 0;
-    for i in 0..DOCKER_WARMUP + runs {
-        let t = Instant::now();
-        match docker(&["run", "--rm", DOCKER_IMAGE, "true"]).await {
-            Ok(_) if i >= DOCKER_WARMUP => samples.push(ms(t.elapsed())),
-            Ok(_) => {}
-            Err(e) => {
-                println!("error: docker run {i}: {e}");
-                errors += 1;
-                if errors >= MAX_ERRORS {
-                    break;
-                }
-            }
-        }
-    }
-    results.run = Summary::of(&samples);
+    // The daemon's default network (a bridge, unless the daemon was started without one), as
+    // a user's `docker run` gets it; and no network, as the native engine's default is.
+    let (run, errors) = time_docker(&["run", "--rm", DOCKER_IMAGE, "true"], runs).await;
+    results.run = run;
+    results.errors += errors;
     match results.run {
         Some(s) => println!("lifecycle docker (docker run --rm IMG true): {}", s.line()),
         None => println!("lifecycle docker: no successful runs"),
     }
+    let (run, errors) = time_docker(&["run", "--rm", "--network", "none", DOCKER_IMAGE, "true"], runs).await;
+    results.run_without_network = run;
     results.errors += errors;
+    match results.run_without_network {
+        Some(s) => println!("lifecycle docker (docker run --rm --network none IMG true): {}", s.line()),
+        None => println!("lifecycle docker --network none: no successful runs"),
+    }
 
     let name = format!("porthole-bench-{}", std::process::id());
     let mut samples = Vec::new();
@@ -699,6 +698,27 @@ async fn docker_bench(runs: usize) -> DockerResults {
         results.errors += 1;
     }
     results
+}
+
+/// Times `docker ARGS` `runs` times after a warm-up; returns the summary and the error count.
+async fn time_docker(args: &[&str], runs: usize) -> (Option<Summary>, usize) {
+    let mut samples = Vec::new();
+    let mut errors = 0;
+    for i in 0..DOCKER_WARMUP + runs {
+        let t = Instant::now();
+        match docker(args).await {
+            Ok(_) if i >= DOCKER_WARMUP => samples.push(ms(t.elapsed())),
+            Ok(_) => {}
+            Err(e) => {
+                println!("error: docker {} {i}: {e}", args[0]);
+                errors += 1;
+                if errors >= MAX_ERRORS {
+                    break;
+                }
+            }
+        }
+    }
+    (Summary::of(&samples), errors)
 }
 
 /// Builds a minimal rootfs from the host's static busybox and `docker import`s it.

@@ -8,6 +8,7 @@
 //! - fan-out of one busy terminal to 1, 10, 50 and 100 viewers: throughput per viewer, whether
 //!   every viewer got every byte, and the server's CPU use.
 //!
+//! `PORTHOLE_BENCH_ONLY=throughput,echo,fanout,docker` runs only the parts it lists.
 //! Sizes: `PORTHOLE_BENCH_MB` (default 100) for throughput, a fifth of it for fan-out.
 //! Throughput alternates raw and WebSocket runs `PORTHOLE_BENCH_ROUNDS` times (default 3) and
 //! compares medians: the raw rate alone varies by a third from one run to the next here.
@@ -409,6 +410,15 @@ async fn fan_out(server: &Server, container: &str, viewers: usize, bytes: u64) -
     median
 }
 
+/// Whether a part of the benchmark runs: all of them, unless `PORTHOLE_BENCH_ONLY` lists some
+/// (`throughput`, `echo`, `fanout`, `docker`, separated by commas).
+fn wanted(part: &str) -> bool {
+    match std::env::var("PORTHOLE_BENCH_ONLY") {
+        Ok(only) if !only.trim().is_empty() => only.split(',').any(|p| p.trim() == part),
+        _ => true,
+    }
+}
+
 fn main() {
     if !nix::unistd::Uid::effective().is_root() {
         println!("terminal benchmark: needs root (the native engine); skipped");
@@ -433,13 +443,18 @@ fn main() {
         println!("server: porthole serve (pid {}) at {}", server.child.id(), server.base);
         let container = server.container("native").await;
         let neighbour = server.container("native").await;
-        throughput(&server, &container, mb * 1_000_000, "native", rounds).await;
-        let (_, p99) = echo_latency(&server, &container, "idle").await;
-        println!("  (p99 target <= 2 ms: {})", if p99 <= Duration::from_millis(2) { "met" } else { "missed" });
-        flooded_echo_latency(&server, &container, &container, "another terminal of the same container").await;
-        flooded_echo_latency(&server, &container, &neighbour, "a terminal of another container").await;
+        if wanted("throughput") {
+            throughput(&server, &container, mb * 1_000_000, "native", rounds).await;
+        }
+        if wanted("echo") {
+            let (_, p99) = echo_latency(&server, &container, "idle").await;
+            println!("  (p99 target <= 2 ms: {})", if p99 <= Duration::from_millis(2) { "met" } else { "missed" });
+            flooded_echo_latency(&server, &container, &container, "another terminal of the same container").await;
+            flooded_echo_latency(&server, &container, &neighbour, "a terminal of another container").await;
+        }
         let mut single = 0.0;
-        for viewers in [1, 10, 50, 100] {
+        let fan_outs: &[usize] = if wanted("fanout") { &[1, 10, 50, 100] } else { &[] };
+        for &viewers in fan_outs {
             let median = fan_out(&server, &container, viewers, mb * 200_000).await;
             if viewers == 1 {
                 single = median;
@@ -459,6 +474,7 @@ fn main() {
         let _ = remove(container).await;
         let _ = remove(neighbour).await;
         match &docker {
+            Some(_) if !wanted("docker") => {}
             Some(_) => {
                 let container = server.container("docker").await;
                 throughput(&server, &container, mb * 1_000_000, "docker", rounds).await;

@@ -104,11 +104,18 @@ pub fn install_seccomp_filter(program: &[libc::sock_filter], flags: libc::c_ulon
     }
 }
 
-/// `poll(2)` over raw descriptors. Returns the number of ready entries (0 on timeout);
-/// EINTR is reported as 0 ready entries.
-pub fn poll(fds: &mut [libc::pollfd], timeout_ms: i32) -> std::io::Result<usize> {
-    // SAFETY: the pointer and length come from a valid mutable slice of pollfd structs.
-    let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout_ms) };
+/// `ppoll(2)` over raw descriptors, waiting at most `timeout` (for ever if `None`). Returns the
+/// number of ready entries (0 on timeout); EINTR is reported as 0 ready entries.
+pub fn poll(fds: &mut [libc::pollfd], timeout: Option<std::time::Duration>) -> std::io::Result<usize> {
+    // ppoll rather than poll: the shim's deadlines are finer than a millisecond.
+    let timespec = timeout.map(|t| libc::timespec {
+        tv_sec: t.as_secs().min(i32::MAX as u64) as libc::time_t,
+        tv_nsec: t.subsec_nanos() as libc::c_long,
+    });
+    let timeout_ptr = timespec.as_ref().map_or(std::ptr::null(), |t| t as *const libc::timespec);
+    // SAFETY: the pointer and length come from a valid mutable slice of pollfd structs; the
+    // timeout is null or points to a timespec that outlives the call; no signal mask is given.
+    let n = unsafe { libc::ppoll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout_ptr, std::ptr::null()) };
     if n < 0 {
         let err = std::io::Error::last_os_error();
         if err.raw_os_error() == Some(libc::EINTR) {
