@@ -117,6 +117,21 @@ fn status_line<'a>(status: &'a str, key: &str) -> &'a str {
         .unwrap_or_else(|| panic!("{key} missing from /proc/self/status:\n{status}"))
 }
 
+const FLOOD_LINES: usize = 4000;
+const FLOOD_PADDING: &str = "................................................................";
+
+/// A script printing [`FLOOD_LINES`] numbered lines to stdout and to stderr, alternating: fast
+/// enough that the native shim batches it (see its output coalescing).
+fn interleaved_flood_script() -> String {
+    format!(
+        "i=0; while [ $i -lt {FLOOD_LINES} ]; do echo out-$i-{FLOOD_PADDING}; echo err-$i-{FLOOD_PADDING} >&2; i=$((i+1)); done"
+    )
+}
+
+fn interleaved_flood_expected(stream: &str) -> String {
+    (0..FLOOD_LINES).map(|i| format!("{stream}-{i}-{FLOOD_PADDING}\n")).collect()
+}
+
 /// Create, start, wait, inspect, list and remove, with the events they cause.
 pub async fn lifecycle(engine: &dyn Engine, image: &str) {
     let mut events = engine.events();
@@ -346,6 +361,12 @@ pub async fn exec_processes(engine: &dyn Engine, image: &str) {
     let (code, out, err) = exec(engine, &id, &["sh", "-c", "echo to-out; echo to-err >&2; exit 7"], false).await;
     assert_eq!((code, out.as_str(), err.as_str()), (7, "to-out\n", "to-err\n"));
 
+    // A flood on both streams at once arrives whole, each stream in its own order.
+    let (code, out, err) = exec(engine, &id, &["sh", "-c", &interleaved_flood_script()], false).await;
+    assert_eq!(code, 0);
+    assert!(out == interleaved_flood_expected("out"), "stdout of the flood differs ({} bytes)", out.len());
+    assert!(err == interleaved_flood_expected("err"), "stderr of the flood differs ({} bytes)", err.len());
+
     // An exec'd process is confined exactly like the main process.
     let (code, status, _) = exec(engine, &id, &["cat", "/proc/self/status"], false).await;
     assert_eq!(code, 0);
@@ -473,6 +494,13 @@ pub async fn logs(engine: &dyn Engine, image: &str) {
         .collect()
         .await;
     assert!(none.is_empty());
+    remove(engine, &id).await;
+
+    // A flood on both streams is logged whole, each stream in its own order.
+    let (id, code, out, err) = run_to_end(engine, busybox(image, &interleaved_flood_script())).await;
+    assert_eq!(code, 0);
+    assert!(out == interleaved_flood_expected("out"), "logged stdout of the flood differs ({} bytes)", out.len());
+    assert!(err == interleaved_flood_expected("err"), "logged stderr of the flood differs ({} bytes)", err.len());
     remove(engine, &id).await;
 }
 
