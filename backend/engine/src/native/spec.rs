@@ -168,7 +168,7 @@ fn build_spec_on(input: &SpecInput, host: &Host) -> Result<Spec> {
         .seccomp(seccomp_profile(host.ptrace_safe))
         .rootfs_propagation("private")
         .masked_paths(strings(MASKED_PATHS))
-        .readonly_paths(strings(READONLY_PATHS))
+        .readonly_paths(readonly_paths(host))
         .build())?;
 
     let mut spec = oci(SpecBuilder::default()
@@ -338,6 +338,39 @@ const MASKED_PATHS: &[&str] = &[
 
 /// moby's read-only paths: host-wide kernel knobs that stay visible but must not be changed.
 const READONLY_PATHS: &[&str] = &["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"];
+
+/// Where libcontainer mounts each cgroup v1 hierarchy in the container (or a symlink to a
+/// comounted one, such as cpu -> cpu,cpuacct). It bind-mounts them read-write whatever the
+/// spec's cgroup mount says, which would let a container raise its own limits (pids.max,
+/// memory.limit_in_bytes) and make cgroups of its own; listed as read-only paths they are
+/// remounted read-only after the mounts. A name the host does not have is skipped. On v2 the
+/// cgroup2 mount itself takes the spec's `ro`.
+const CGROUP_V1_PATHS: &[&str] = &[
+    "/sys/fs/cgroup",
+    "/sys/fs/cgroup/blkio",
+    "/sys/fs/cgroup/cpu",
+    "/sys/fs/cgroup/cpuacct",
+    "/sys/fs/cgroup/cpuset",
+    "/sys/fs/cgroup/devices",
+    "/sys/fs/cgroup/freezer",
+    "/sys/fs/cgroup/hugetlb",
+    "/sys/fs/cgroup/memory",
+    "/sys/fs/cgroup/misc",
+    "/sys/fs/cgroup/net_cls",
+    "/sys/fs/cgroup/net_prio",
+    "/sys/fs/cgroup/perf_event",
+    "/sys/fs/cgroup/pids",
+    "/sys/fs/cgroup/rdma",
+    "/sys/fs/cgroup/systemd",
+];
+
+fn readonly_paths(host: &Host) -> Vec<String> {
+    let mut paths = strings(READONLY_PATHS);
+    if !host.cgroup_v2 {
+        paths.extend(strings(CGROUP_V1_PATHS));
+    }
+    paths
+}
 
 /// Targets the engine mounts itself; mounting over them would undo masking and read-only
 /// protections or break the container's /dev.
@@ -1120,7 +1153,13 @@ mod tests {
         );
         let readonly: Vec<&str> =
             v["linux"]["readonlyPaths"].as_array().unwrap().iter().map(|p| p.as_str().unwrap()).collect();
-        assert_eq!(readonly, ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"]);
+        let moby = ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"];
+        assert_eq!(readonly[..moby.len()], moby);
+        // On v1 the cgroup hierarchies too, /sys/fs/cgroup first so that its submounts are
+        // remounted after it.
+        assert_eq!(readonly[moby.len()..], *CGROUP_V1_PATHS);
+        let v2 = build_spec_on(&input(), &V2_HOST).unwrap();
+        assert_eq!(v2.linux().as_ref().unwrap().readonly_paths().as_deref().unwrap(), moby);
 
         // Round-trips through the JSON libcontainer reads.
         let back: Spec = serde_json::from_str(&text).unwrap();
