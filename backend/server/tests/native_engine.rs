@@ -435,3 +435,35 @@ async fn limits_are_in_force_in_the_containers_cgroup() {
     }
     assert_eq!(traces_of(root.path(), &id), Vec::<String>::new());
 }
+
+/// Containers started at once on a host where none has run yet all start. (libcgroups' v2
+/// manager made their common parent cgroup with a check followed by mkdir, and the start that
+/// lost the race failed.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn containers_started_at_once_on_a_fresh_host_all_start() {
+    let root = temp_root();
+    let engine = open(root.path()).await;
+    let mut ids = Vec::new();
+    for _ in 0..6 {
+        ids.push(engine.create_container(sh("sleep 600")).await.unwrap());
+    }
+    for _ in 0..3 {
+        // As on a fresh host, no parent cgroup (the removal fails, harmlessly, while another
+        // container of this host is in it, such as another test's).
+        let hierarchies = std::fs::read_dir("/sys/fs/cgroup").unwrap().flatten().map(|e| e.path());
+        for hierarchy in std::iter::once(PathBuf::from("/sys/fs/cgroup")).chain(hierarchies) {
+            let _ = std::fs::remove_dir(hierarchy.join("porthole"));
+        }
+        let starts = futures::future::join_all(ids.iter().map(|id| engine.start_container(id))).await;
+        for (id, started) in ids.iter().zip(starts) {
+            started.unwrap_or_else(|e| panic!("{id} did not start: {e:?}"));
+        }
+        let stops = futures::future::join_all(ids.iter().map(|id| engine.stop_container(id, Duration::ZERO))).await;
+        for stopped in stops {
+            stopped.unwrap();
+        }
+    }
+    for id in &ids {
+        engine.remove_container(id, RemoveOptions::default()).await.unwrap();
+    }
+}
