@@ -413,6 +413,10 @@ async fn limits_are_in_force_in_the_containers_cgroup() {
     let read = |path: String| {
         std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("cannot read {path}: {e}")).trim().to_string()
     };
+    // The counters of stats come from the same cgroup (cpu.stat and memory.current on v2).
+    let stats = engine.stats(&id).await.unwrap();
+    assert!(stats.cpu_total_ns > 0 && stats.memory_bytes > 0, "{stats:?}");
+    assert_eq!((stats.memory_limit_bytes, stats.pids_limit), (Some(64 << 20), Some(100)), "{stats:?}");
     let cgroup = format!("porthole/{id}");
     if Path::new("/sys/fs/cgroup/cgroup.controllers").exists() {
         let dir = format!("/sys/fs/cgroup/{cgroup}");
