@@ -10,11 +10,12 @@
 # (pushes test images into it) and openssl (the token-auth test's signing certificate, and the
 # TLS certificates of the remote-daemon tests); openssh-client (the Docker backend's ssh://
 # transport) and openssh-server (the remote-daemon tests run an sshd of their own on 127.0.0.1;
-# the package's own service, if Debian starts it, plays no part).
+# the package's own service, if Debian starts it, plays no part); for the cgroup v2 VM
+# (scripts/cgroup2-vm.sh): qemu-system-x86, debootstrap, e2fsprogs (mke2fs -d) and jq.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-packages=(build-essential pkg-config libseccomp-dev libelf-dev zlib1g-dev busybox-static ca-certificates curl docker.io chromium firefox-esr webkit2gtk-driver xvfb fonts-dejavu-core docker-registry skopeo openssl zstd openssh-client openssh-server)
+packages=(build-essential pkg-config libseccomp-dev libelf-dev zlib1g-dev busybox-static ca-certificates curl docker.io chromium firefox-esr webkit2gtk-driver xvfb fonts-dejavu-core docker-registry skopeo openssl zstd openssh-client openssh-server qemu-system-x86 debootstrap e2fsprogs jq)
 command -v node >/dev/null 2>&1 || packages+=(nodejs)
 command -v npm >/dev/null 2>&1 || packages+=(npm)
 if [ -n "${PORTHOLE_EXTRA_PACKAGES:-}" ]; then

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every check and test Porthole has, as CI does: formatting, lints, the frontend's type
 # check and unit tests, the Rust test suite (unit, integration and end-to-end tests; the
-# container tests need root), and the dashboard's end-to-end tests in headless Chromium, Firefox
+# container tests need root), the native engine's tests again on cgroup v2 in a VM
+# (scripts/cgroup2-vm.sh), and the dashboard's end-to-end tests in headless Chromium, Firefox
 # and WebKit (in Xvfb).
 # Installs what it needs first.
 set -euo pipefail
@@ -101,6 +102,10 @@ cargo clippy --locked --workspace --all-targets -- -D warnings
 echo "==> cargo test"
 # Unit, integration and end-to-end tests; benches are run separately (they print numbers).
 cargo test --locked --workspace --lib --bins --tests -- --test-threads="${PORTHOLE_TEST_THREADS:-2}" 2>&1 | tee -a "$log"
+
+echo "==> native engine on cgroup v2 (a Debian 12 VM with systemd; this host may be v1)"
+# Its tests' "test result" lines go into the log and count in the total below.
+scripts/cgroup2-vm.sh 2>&1 | tee -a "$log"
 
 echo "==> dashboard end-to-end tests (Chromium, Firefox and WebKit against porthole serve)"
 # The binary cargo test just built; screenshots land in target/e2e-screenshots/.

@@ -1,6 +1,6 @@
 //! Reading a container's cgroup: which cgroup version the host runs (decided at run time), and
-//! the counters behind stats and OOM detection. libcontainer creates and removes the cgroups;
-//! this module only reads them.
+//! the counters behind stats and OOM detection. libcontainer creates and removes the
+//! containers' cgroups; this module only reads them, and makes their common parent on v2.
 
 use std::path::{Path, PathBuf};
 
@@ -32,6 +32,22 @@ impl CgroupVersion {
             CgroupVersion::V1 => "v1",
             CgroupVersion::V2 => "v2",
         }
+    }
+}
+
+/// Makes the directories above a container's cgroup in the unified hierarchy. libcgroups' v2
+/// manager makes each missing one with a check followed by mkdir, which fails with EEXIST when
+/// another container's start made it in between: on a fresh host, two containers starting at
+/// once (restart policies at boot) could fail. Made here first, concurrent starts tolerate each
+/// other. Nothing to do on v1, where libcgroups uses create_dir_all.
+pub fn create_parents(cgroups_path: &Path) -> std::io::Result<()> {
+    if CgroupVersion::detect() != CgroupVersion::V2 {
+        return Ok(());
+    }
+    let relative = cgroups_path.strip_prefix("/").unwrap_or(cgroups_path);
+    match relative.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => std::fs::create_dir_all(Path::new(CGROUP_ROOT).join(parent)),
+        _ => Ok(()),
     }
 }
 

@@ -360,6 +360,8 @@ impl NativeEngine {
 
     /// Spawns the shim for a container and waits for its start report.
     async fn spawn_shim(&self, id: &str) -> Result<u32> {
+        cgroups::create_parents(&self.inner.layout.cgroups_path(id))
+            .map_err(|e| EngineError::internal("cannot create the parent cgroup of the containers", e))?;
         let mut command = tokio::process::Command::new(&self.inner.shim_exe);
         command
             .arg("shim")

@@ -1,7 +1,7 @@
 //! Builds the OCI runtime spec (config.json / process.json) that libcontainer runs a container
 //! from, with Docker's defaults for namespaces, mounts, capabilities, seccomp, devices and limits.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::path::{Component, Path, PathBuf};
 
 use oci_spec::runtime::{
@@ -86,9 +86,9 @@ struct Host {
     /// Unified cgroup hierarchy: Docker then gives each container a private cgroup namespace,
     /// otherwise /sys/fs/cgroup in the container would show the host's whole tree.
     cgroup_v2: bool,
-    /// Whether memory+swap can be limited. On cgroup v1 without swap accounting the memsw
-    /// files do not exist and writing the limit would fail the start; Docker drops it then.
-    /// On v2 Docker assumes swap can be limited, and so do we.
+    /// Whether memory+swap can be limited. Without swap accounting the files for it
+    /// (`memory.memsw.*` on v1, `memory.swap.max` on v2) do not exist and writing the limit
+    /// would fail the start; Docker drops it then.
     swap_limit: bool,
     /// RLIMIT_NOFILE to give processes: setrlimit fails above fs.nr_open and, without
     /// CAP_SYS_RESOURCE, above the engine's own hard limit.
@@ -111,13 +111,42 @@ impl Host {
             .is_some_and(|v| v >= (4, 8));
         Host {
             cgroup_v2,
-            swap_limit: cgroup_v2 || Path::new("/sys/fs/cgroup/memory/memory.memsw.limit_in_bytes").exists(),
+            swap_limit: if cgroup_v2 {
+                let own = std::fs::read_to_string("/proc/self/cgroup").ok().and_then(|t| own_unified_cgroup(&t));
+                v2_swap_accounting(Path::new("/sys/fs/cgroup"), own.as_deref())
+            } else {
+                Path::new("/sys/fs/cgroup/memory/memory.memsw.limit_in_bytes").exists()
+            },
             // Raising the hard limit above our own needs CAP_SYS_RESOURCE, which a sandboxed
             // engine may lack: never ask for more than this process has.
             nofile: nr_open.min(DEFAULT_NOFILE).min(own_hard_nofile()),
             ptrace_safe,
         }
     }
+}
+
+/// The path of this process's cgroup in the unified hierarchy (`0::/system.slice/x.service`).
+fn own_unified_cgroup(proc_self_cgroup: &str) -> Option<PathBuf> {
+    let path = proc_self_cgroup.lines().find_map(|l| l.strip_prefix("0::"))?;
+    Some(PathBuf::from(path.trim().trim_start_matches('/')))
+}
+
+/// Whether a unified host accounts swap per cgroup: then `memory.swap.max` sits beside
+/// `memory.max` in every cgroup that has the memory controller, and in none when swap
+/// accounting is off (`swapaccount=0`, `cgroup.memory=noswap`, a kernel built without it).
+/// The root has neither file, so the engine's own cgroup, the containers' parent and the
+/// root's children are asked, the first with `memory.max` deciding. When none has the memory
+/// controller nothing tells, and swap is left alone: the memory limit applies either way.
+fn v2_swap_accounting(root: &Path, own: Option<&Path>) -> bool {
+    let mut candidates: Vec<PathBuf> = own.map(|p| root.join(p)).into_iter().collect();
+    candidates.push(root.join("porthole"));
+    if let Ok(entries) = std::fs::read_dir(root) {
+        candidates.extend(entries.flatten().map(|e| e.path()).filter(|p| p.is_dir()));
+    }
+    candidates
+        .iter()
+        .find(|dir| dir.join("memory.max").exists())
+        .is_some_and(|dir| dir.join("memory.swap.max").exists())
 }
 
 fn own_hard_nofile() -> u64 {
@@ -153,14 +182,18 @@ fn build_spec_on(input: &SpecInput, host: &Host) -> Result<Spec> {
     let mut mounts = default_mounts()?;
     mounts.extend(user_mounts(&input.mounts)?);
 
+    let mut resources = LinuxResourcesBuilder::default()
+        .devices(device_rules()?)
+        .memory(memory_limit(&input.resources, host)?)
+        .cpu(cpu_limit(&input.resources)?)
+        .pids(oci(LinuxPidsBuilder::default().limit(pids_limit(&input.resources)?).build())?);
+    let unified = unified_resources(&input.resources, host);
+    if !unified.is_empty() {
+        resources = resources.unified(unified);
+    }
     let linux = oci(LinuxBuilder::default()
         .namespaces(namespaces(input.network_mode, host)?)
-        .resources(oci(LinuxResourcesBuilder::default()
-            .devices(device_rules()?)
-            .memory(memory_limit(&input.resources, host)?)
-            .cpu(cpu_limit(&input.resources)?)
-            .pids(oci(LinuxPidsBuilder::default().limit(pids_limit(&input.resources)?).build())?)
-            .build())?)
+        .resources(oci(resources.build())?)
         .cgroups_path(input.cgroups_path.clone())
         // libcontainer creates the standard nodes (null, zero, full, random, urandom, tty,
         // plus ptmx and console) itself; Docker adds none by default either.
@@ -168,7 +201,7 @@ fn build_spec_on(input: &SpecInput, host: &Host) -> Result<Spec> {
         .seccomp(seccomp_profile(host.ptrace_safe))
         .rootfs_propagation("private")
         .masked_paths(strings(MASKED_PATHS))
-        .readonly_paths(strings(READONLY_PATHS))
+        .readonly_paths(readonly_paths(host))
         .build())?;
 
     let mut spec = oci(SpecBuilder::default()
@@ -338,6 +371,39 @@ const MASKED_PATHS: &[&str] = &[
 
 /// moby's read-only paths: host-wide kernel knobs that stay visible but must not be changed.
 const READONLY_PATHS: &[&str] = &["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"];
+
+/// Where libcontainer mounts each cgroup v1 hierarchy in the container (or a symlink to a
+/// comounted one, such as cpu -> cpu,cpuacct). It bind-mounts them read-write whatever the
+/// spec's cgroup mount says, which would let a container raise its own limits (pids.max,
+/// memory.limit_in_bytes) and make cgroups of its own; listed as read-only paths they are
+/// remounted read-only after the mounts. A name the host does not have is skipped. On v2 the
+/// cgroup2 mount itself takes the spec's `ro`.
+const CGROUP_V1_PATHS: &[&str] = &[
+    "/sys/fs/cgroup",
+    "/sys/fs/cgroup/blkio",
+    "/sys/fs/cgroup/cpu",
+    "/sys/fs/cgroup/cpuacct",
+    "/sys/fs/cgroup/cpuset",
+    "/sys/fs/cgroup/devices",
+    "/sys/fs/cgroup/freezer",
+    "/sys/fs/cgroup/hugetlb",
+    "/sys/fs/cgroup/memory",
+    "/sys/fs/cgroup/misc",
+    "/sys/fs/cgroup/net_cls",
+    "/sys/fs/cgroup/net_prio",
+    "/sys/fs/cgroup/perf_event",
+    "/sys/fs/cgroup/pids",
+    "/sys/fs/cgroup/rdma",
+    "/sys/fs/cgroup/systemd",
+];
+
+fn readonly_paths(host: &Host) -> Vec<String> {
+    let mut paths = strings(READONLY_PATHS);
+    if !host.cgroup_v2 {
+        paths.extend(strings(CGROUP_V1_PATHS));
+    }
+    paths
+}
 
 /// Targets the engine mounts itself; mounting over them would undo masking and read-only
 /// protections or break the container's /dev.
@@ -527,6 +593,18 @@ fn memory_limit(r: &Resources, host: &Host) -> Result<oci_spec::runtime::LinuxMe
         }
     }
     oci(b.build())
+}
+
+/// cgroup v2 files written as they are. `linux.resources.memory.swap` (memory+swap, as on v1)
+/// equal to the limit means no swap on top of it, but libcgroups turns that into
+/// `memory.swap.max` = 0 and then skips writing a 0, leaving swap unlimited; so the 0 is
+/// written from here.
+fn unified_resources(r: &Resources, host: &Host) -> HashMap<String, String> {
+    let mut unified = HashMap::new();
+    if host.cgroup_v2 && host.swap_limit && r.memory_bytes.is_some() {
+        unified.insert("memory.swap.max".to_string(), "0".to_string());
+    }
+    unified
 }
 
 fn cpu_limit(r: &Resources) -> Result<oci_spec::runtime::LinuxCpu> {
@@ -1120,7 +1198,13 @@ mod tests {
         );
         let readonly: Vec<&str> =
             v["linux"]["readonlyPaths"].as_array().unwrap().iter().map(|p| p.as_str().unwrap()).collect();
-        assert_eq!(readonly, ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"]);
+        let moby = ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"];
+        assert_eq!(readonly[..moby.len()], moby);
+        // On v1 the cgroup hierarchies too, /sys/fs/cgroup first so that its submounts are
+        // remounted after it.
+        assert_eq!(readonly[moby.len()..], *CGROUP_V1_PATHS);
+        let v2 = build_spec_on(&input(), &V2_HOST).unwrap();
+        assert_eq!(v2.linux().as_ref().unwrap().readonly_paths().as_deref().unwrap(), moby);
 
         // Round-trips through the JSON libcontainer reads.
         let back: Spec = serde_json::from_str(&text).unwrap();
@@ -1349,6 +1433,42 @@ mod tests {
             &V1_HOST,
         ));
         assert!(msg.contains("absolute host path"), "{msg}");
+    }
+
+    #[test]
+    fn swap_on_v2_is_capped_through_the_unified_file_only_where_it_is_accounted() {
+        let r = Resources { memory_bytes: Some(64 << 20), ..Default::default() };
+        let unified = |host: &Host, r: &Resources| {
+            resources(&build_spec_on(&with_resources(*r), host).unwrap()).unified().clone()
+        };
+        let zero = HashMap::from([("memory.swap.max".to_string(), "0".to_string())]);
+        assert_eq!(unified(&V2_HOST, &r), Some(zero));
+        assert_eq!(unified(&Host { swap_limit: false, ..V2_HOST }, &r), None);
+        assert_eq!(unified(&V1_HOST, &r), None, "v1 has memory.memsw.limit_in_bytes");
+        assert_eq!(unified(&V2_HOST, &Resources::default()), None, "no memory limit, no swap limit");
+    }
+
+    #[test]
+    fn v2_swap_accounting_is_read_from_a_cgroup_with_the_memory_controller() {
+        let root = tempfile::tempdir().unwrap();
+        let make = |dir: &str, files: &[&str]| {
+            std::fs::create_dir_all(root.path().join(dir)).unwrap();
+            for f in files {
+                std::fs::write(root.path().join(dir).join(f), "max\n").unwrap();
+            }
+        };
+        // Nothing has the memory controller: unknown, so swap is left alone.
+        make("init.scope", &["cgroup.procs"]);
+        assert!(!v2_swap_accounting(root.path(), None));
+        make("system.slice/porthole.service", &["memory.max", "memory.swap.max"]);
+        assert!(v2_swap_accounting(root.path(), Some(Path::new("system.slice/porthole.service"))));
+        make("user.slice/session-1.scope", &["memory.max"]);
+        assert!(!v2_swap_accounting(root.path(), Some(Path::new("user.slice/session-1.scope"))));
+        assert_eq!(
+            own_unified_cgroup("12:pids:/x\n0::/system.slice/porthole.service\n"),
+            Some(PathBuf::from("system.slice/porthole.service"))
+        );
+        assert_eq!(own_unified_cgroup("4:memory:/x\n"), None);
     }
 
     #[test]
