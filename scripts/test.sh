@@ -18,8 +18,9 @@ scripts/install-deps.sh
 log=$(mktemp)
 
 # The Docker backend's conformance tests need a Docker daemon. Start one of our own, apart from
-# any daemon the host runs (own socket, data root, exec root and pid file; no bridge and no
-# iptables rules, since the tests only use network modes none and host), and stop it on exit.
+# any daemon the host runs (own socket, data root, exec root and pid file; no bridge of its own
+# and no iptables rules, since the tests only use network modes none and host), and stop it on
+# exit.
 docker_dir=/run/porthole-test
 docker_sock="$docker_dir/docker.sock"
 docker_pid=""
@@ -55,6 +56,13 @@ else
   mkdir -p "$docker_dir"
   rm -f "$docker_sock"
   storage=()
+  # A daemon started with --bridge=none deletes docker0, the default bridge of a Docker the
+  # host runs (it shares our network namespace): where docker0 exists, ours takes it as it is
+  # (its address, no iptables rules) instead. No test puts a container on a bridge network.
+  bridge=(--bridge=none)
+  if [ -e /sys/class/net/docker0 ]; then
+    bridge=()
+  fi
   if [ -n "${PORTHOLE_TEST_DOCKER_STORAGE_DRIVER:-}" ]; then
     storage=(--storage-driver "$PORTHOLE_TEST_DOCKER_STORAGE_DRIVER")
   fi
@@ -64,7 +72,7 @@ else
     --data-root /var/lib/porthole-test-docker \
     --exec-root "$docker_dir/exec" \
     --pidfile "$docker_dir/docker.pid" \
-    --bridge=none --iptables=false --ip6tables=false \
+    --iptables=false --ip6tables=false "${bridge[@]}" \
     "${storage[@]}" >"$docker_dir/dockerd.log" 2>&1 &
   docker_pid=$!
   for _ in $(seq 1 120); do

@@ -1,6 +1,6 @@
 //! Docker daemons of a test's own (`engines.rs`, `engines_remote.rs`): separate socket, data
-//! root, exec root and pid file, no bridge and no iptables rules (the tests use network modes
-//! none and host), as `scripts/test.sh` starts its daemon. Extra `dockerd` arguments add
+//! root, exec root and pid file, no bridge of their own and no iptables rules (the tests use
+//! network modes none and host), as `scripts/test.sh` starts its daemon. Extra `dockerd` arguments add
 //! listeners, such as TCP with TLS.
 
 use std::path::{Path, PathBuf};
@@ -54,7 +54,8 @@ impl Daemon {
             .arg(self.dir.join("exec"))
             .arg("--pidfile")
             .arg(self.dir.join("docker.pid"))
-            .args(["--bridge=none", "--iptables=false", "--ip6tables=false"])
+            .args(["--iptables=false", "--ip6tables=false"])
+            .args(bridge_option())
             .args(&self.extra);
         if let Ok(driver) = std::env::var("PORTHOLE_TEST_DOCKER_STORAGE_DRIVER") {
             command.arg("--storage-driver").arg(driver);
@@ -102,6 +103,15 @@ impl Drop for Daemon {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// No bridge for the test's daemon, unless the host has Docker's default bridge: a daemon
+/// started with `--bridge=none` deletes `docker0` (the network namespace is shared), cutting the
+/// containers of the host's own Docker off their network. Where `docker0` exists the daemon
+/// takes it as it is instead (its address, no iptables rules); the tests never put a container
+/// on a bridge network.
+pub fn bridge_option() -> Option<&'static str> {
+    (!Path::new("/sys/class/net/docker0").exists()).then_some("--bridge=none")
 }
 
 /// Whether `dockerd` can be run here. Without it the test fails under CI (`CI` or
