@@ -51,6 +51,41 @@ pub fn create_parents(cgroups_path: &Path) -> std::io::Result<()> {
     }
 }
 
+/// Makes the kernel start, now, the wait that the next cgroup migration would otherwise spend
+/// inside a container's start or exec. Every move of a process between cgroups (v1 and v2)
+/// takes a global lock that, after a quiet spell, first waits for an RCU grace period
+/// (`cgroup_threadgroup_rwsem`, whose fast path rcu_sync keeps until then): about 8 ms here,
+/// half of what a start takes. Moves that follow within about a grace period do not wait
+/// again. So the engine makes a move that changes nothing, of this process into the cgroup it
+/// is in, as a start or exec begins (on a blocking thread: it waits for the grace period), and
+/// libcontainer's move of the container's process, a few milliseconds later, finds the wait
+/// over or under way. Best effort: where the move is refused (a read-only /sys/fs/cgroup) the
+/// start merely takes longer.
+pub fn prime_migration(version: CgroupVersion) -> std::io::Result<()> {
+    let own = std::fs::read_to_string("/proc/self/cgroup")?;
+    let procs = own_procs_file(Path::new(CGROUP_ROOT), &own, version)
+        .ok_or_else(|| std::io::Error::other("this process's cgroup is not in /proc/self/cgroup"))?;
+    std::fs::write(procs, std::process::id().to_string())
+}
+
+/// The `cgroup.procs` of this process's own cgroup: in the unified hierarchy on v2, in the pids
+/// hierarchy on v1 (which the engine needs anyway, for its default pids limit).
+fn own_procs_file(root: &Path, proc_self_cgroup: &str, version: CgroupVersion) -> Option<PathBuf> {
+    let (hierarchy, path) = proc_self_cgroup.lines().find_map(|line| {
+        let mut fields = line.splitn(3, ':');
+        let (_, controllers, path) = (fields.next()?, fields.next()?, fields.next()?);
+        match version {
+            CgroupVersion::V2 => controllers.is_empty().then_some(("", path)),
+            CgroupVersion::V1 => controllers.split(',').any(|c| c == "pids").then_some((controllers, path)),
+        }
+    })?;
+    let relative = Path::new(path.trim()).strip_prefix("/").ok()?;
+    if relative.components().any(|c| !matches!(c, std::path::Component::Normal(_))) {
+        return None;
+    }
+    Some(root.join(hierarchy).join(relative).join("cgroup.procs"))
+}
+
 /// A container's cgroup, given the `cgroupsPath` from its spec.
 #[derive(Debug, Clone)]
 pub struct ContainerCgroup {
@@ -153,6 +188,26 @@ mod tests {
         assert_eq!(keyed_value(text, "oom_kill"), Some(3));
         assert_eq!(keyed_value(text, "under_oom"), Some(0));
         assert_eq!(keyed_value(text, "missing"), None);
+    }
+
+    #[test]
+    fn the_own_cgroup_is_found_in_the_hierarchy_of_the_version() {
+        let root = Path::new("/sys/fs/cgroup");
+        let hybrid = "12:pids:/system.slice/porthole.service\n1:name=systemd:/system.slice/porthole.service\n0::/system.slice/porthole.service\n";
+        assert_eq!(
+            own_procs_file(root, hybrid, CgroupVersion::V1),
+            Some(PathBuf::from("/sys/fs/cgroup/pids/system.slice/porthole.service/cgroup.procs"))
+        );
+        assert_eq!(
+            own_procs_file(root, hybrid, CgroupVersion::V2),
+            Some(PathBuf::from("/sys/fs/cgroup/system.slice/porthole.service/cgroup.procs"))
+        );
+        assert_eq!(
+            own_procs_file(root, "0::/\n", CgroupVersion::V2),
+            Some(PathBuf::from("/sys/fs/cgroup/cgroup.procs"))
+        );
+        assert_eq!(own_procs_file(root, "0::/\n", CgroupVersion::V1), None, "no pids hierarchy");
+        assert_eq!(own_procs_file(root, "3:cpu,pids:/a/../b\n", CgroupVersion::V1), None);
     }
 
     #[test]

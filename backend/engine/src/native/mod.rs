@@ -82,6 +82,8 @@ struct Inner {
     monitored: Mutex<HashMap<String, ()>>,
     /// When the last `die` event of each container was published (orders `wait` after it).
     deaths: Mutex<HashMap<String, std::time::Instant>>,
+    /// A [`cgroups::prime_migration`] is under way.
+    priming_migration: std::sync::atomic::AtomicBool,
 }
 
 #[derive(Debug, Clone)]
@@ -131,6 +133,7 @@ impl NativeEngine {
                 registries,
                 images,
                 cgroup_version: CgroupVersion::detect(),
+                priming_migration: std::sync::atomic::AtomicBool::new(false),
                 create_lock: tokio::sync::Mutex::new(()),
                 events,
                 execs: Mutex::new(HashMap::new()),
@@ -356,6 +359,22 @@ impl NativeEngine {
             let _ = self.remove_files(id);
             self.publish(&record, EventAction::Destroy);
         }
+    }
+
+    /// Starts, in the background, the wait that the coming start or exec would spend moving its
+    /// process into the container's cgroups (see [`cgroups::prime_migration`]); one at a time.
+    fn prime_cgroup_migration(&self) {
+        use std::sync::atomic::Ordering;
+        if self.inner.priming_migration.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || {
+            if let Err(e) = cgroups::prime_migration(inner.cgroup_version) {
+                tracing::debug!("cannot prime the next cgroup migration: {e}");
+            }
+            inner.priming_migration.store(false, Ordering::Release);
+        });
     }
 
     /// Spawns the shim for a container and waits for its start report.
@@ -690,6 +709,8 @@ pub fn parse_signal(signal: &str) -> Result<i32> {
 #[async_trait]
 impl Containers for NativeEngine {
     async fn create_container(&self, config: ContainerConfig) -> Result<String> {
+        // A start usually follows at once (`run`).
+        self.prime_cgroup_migration();
         let _guard = self.inner.create_lock.lock().await;
         let records = self.records();
         let name = match &config.name {
@@ -740,6 +761,7 @@ impl Containers for NativeEngine {
 
     async fn start_container(&self, id: &str) -> Result<()> {
         let record = self.find(id)?;
+        self.prime_cgroup_migration();
         let id = record.id.clone();
         let mut state = self.state_of(&id);
         if state.status.is_running() {
@@ -872,6 +894,7 @@ impl Terminals for NativeEngine {
 
     async fn create_exec(&self, container_id: &str, config: ExecConfig) -> Result<String> {
         let record = self.find(container_id)?;
+        self.prime_cgroup_migration();
         if !self.state_of(&record.id).status.is_running() {
             return Err(EngineError::conflict(format!("container {} is not running", record.name)));
         }
@@ -922,6 +945,7 @@ impl Terminals for NativeEngine {
 
     async fn start_exec(&self, exec_id: &str) -> Result<ProcessIo> {
         let entry = self.exec_entry(exec_id)?;
+        self.prime_cgroup_migration();
         if entry.started {
             return Err(EngineError::conflict(format!("exec {exec_id} has already been started")));
         }
