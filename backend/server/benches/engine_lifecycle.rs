@@ -642,57 +642,30 @@ async fn docker_bench(runs: usize) -> DockerResults {
 
     // The daemon's default network (a bridge, unless the daemon was started without one), as
     // a user's `docker run` gets it; and no network, as the native engine's default is.
-    let (run, errors) = time_docker(&["run", "--rm", DOCKER_IMAGE, "true"], runs).await;
+    let (run, errors) = time_docker("lifecycle", &["run", "--rm", DOCKER_IMAGE, "true"], runs).await;
     results.run = run;
     results.errors += errors;
-    match results.run {
-        Some(s) => println!("lifecycle docker (docker run --rm IMG true): {}", s.line()),
-        None => println!("lifecycle docker: no successful runs"),
-    }
-    let (run, errors) = time_docker(&["run", "--rm", "--network", "none", DOCKER_IMAGE, "true"], runs).await;
+    let no_network = ["run", "--rm", "--network", "none", DOCKER_IMAGE, "true"];
+    let (run, errors) = time_docker("lifecycle", &no_network, runs).await;
     results.run_without_network = run;
     results.errors += errors;
-    match results.run_without_network {
-        Some(s) => println!("lifecycle docker (docker run --rm --network none IMG true): {}", s.line()),
-        None => println!("lifecycle docker --network none: no successful runs"),
-    }
 
     let name = format!("porthole-bench-{}", std::process::id());
-    let mut samples = Vec::new();
-    let mut errors = 0;
     match docker(&["run", "-d", "--name", &name, DOCKER_IMAGE, "sleep", "3600"]).await {
         Ok(_) => {
-            for i in 0..DOCKER_WARMUP + runs {
-                let t = Instant::now();
-                match docker(&["exec", &name, "true"]).await {
-                    Ok(_) if i >= DOCKER_WARMUP => samples.push(ms(t.elapsed())),
-                    Ok(_) => {}
-                    Err(e) => {
-                        println!("error: docker exec {i}: {e}");
-                        errors += 1;
-                        if errors >= MAX_ERRORS {
-                            break;
-                        }
-                    }
-                }
-            }
+            let (exec, errors) = time_docker("exec", &["exec", &name, "true"], runs).await;
+            results.exec = exec;
+            results.errors += errors;
         }
         Err(e) => {
             println!("error: docker: cannot start the exec container: {e}");
-            errors += 1;
+            results.errors += 1;
         }
     }
     if let Err(e) = docker(&["rm", "-f", &name]).await {
         println!("error: docker: cannot remove {name}: {e}");
-        errors += 1;
+        results.errors += 1;
     }
-    results.exec = Summary::of(&samples);
-    match results.exec {
-        Some(s) => println!("exec docker (docker exec CTR true): {}", s.line()),
-        None => println!("exec docker: no successful runs"),
-    }
-    results.errors += errors;
-
     if let Err(e) = docker(&["rmi", DOCKER_IMAGE]).await {
         println!("error: docker: cannot remove {DOCKER_IMAGE}: {e}");
         results.errors += 1;
@@ -700,8 +673,9 @@ async fn docker_bench(runs: usize) -> DockerResults {
     results
 }
 
-/// Times `docker ARGS` `runs` times after a warm-up; returns the summary and the error count.
-async fn time_docker(args: &[&str], runs: usize) -> (Option<Summary>, usize) {
+/// Times `docker ARGS` `runs` times after a warm-up and prints the result as `metric`; returns
+/// the summary and the error count.
+async fn time_docker(metric: &str, args: &[&str], runs: usize) -> (Option<Summary>, usize) {
     let mut samples = Vec::new();
     let mut errors = 0;
     for i in 0..DOCKER_WARMUP + runs {
@@ -718,7 +692,13 @@ async fn time_docker(args: &[&str], runs: usize) -> (Option<Summary>, usize) {
             }
         }
     }
-    (Summary::of(&samples), errors)
+    let summary = Summary::of(&samples);
+    let command = args.iter().map(|a| if *a == DOCKER_IMAGE { "IMG" } else { a }).collect::<Vec<_>>().join(" ");
+    match summary {
+        Some(s) => println!("{metric} docker (docker {command}): {}", s.line()),
+        None => println!("{metric} docker (docker {command}): no successful runs"),
+    }
+    (summary, errors)
 }
 
 /// Builds a minimal rootfs from the host's static busybox and `docker import`s it.
